@@ -1,0 +1,365 @@
+"""Reading, detecting, converting and writing LUA checkpoints.
+
+Two containers are understood:
+- the official BasicSR-style `.pth` pickle (`{"params_ema": sd}`, else `{"params": sd}`, else
+  a bare state dict), read only with `torch.load(weights_only=True)`;
+- our `.safetensors` files, whose metadata rebuilds the model without guessing
+  (see docs/checkpoint-format.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .arch.swinir_multihead import LUAConfig, SwinIRMultiHead, shift_window_mask
+from .errors import CheckpointError
+from .families import FAMILIES, LatentFamily, describe_channels, families_with_channels, get_family
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "lua-latent-upscaler"
+FORMAT_VERSION = 1
+ARCH_NAME = "swinir_multihead"
+MODEL_EXTENSIONS = (".safetensors", ".sft", ".pth", ".pt", ".ckpt", ".bin")
+
+
+@dataclass
+class ModelInfo:
+    """What a checkpoint says about itself (or what was inferred when it says nothing)."""
+
+    config: LUAConfig
+    family: LatentFamily | None
+    provenance: dict = field(default_factory=dict)
+    source_format: str = "safetensors"
+    inferred: bool = False
+
+    @property
+    def scales(self) -> tuple[int, ...]:
+        return self.config.scales
+
+    def describe(self) -> str:
+        """One paragraph for `python -m lua_core info` and logs."""
+        fam = self.family.label if self.family else "unknown family"
+        n_params = _count_params(self.config)
+        origin = "inferred from tensor shapes" if self.inferred else "from file metadata"
+        return (
+            f"LUA {ARCH_NAME} ({self.source_format}, config {origin}): {fam} latents, "
+            f"{self.config.in_chans} channels, scales {', '.join(f'x{s}' for s in self.scales)}, "
+            f"width {self.config.embed_dim}, depths {list(self.config.depths)}, window {self.config.window_size}, "
+            f"{n_params / 1e6:.2f} M parameters"
+        )
+
+
+def _count_params(cfg: LUAConfig) -> int:
+    with torch.device("meta"):
+        net = SwinIRMultiHead(cfg)
+    return sum(p.numel() for p in net.parameters())
+
+
+# --------------------------------------------------------------------------- raw reading
+
+
+def _sniff(path: Path) -> str:
+    """Container kind from the first bytes: 'safetensors', 'zip-pickle', 'pickle' or 'unknown'."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    if head[:4] == b"PK\x03\x04":
+        return "zip-pickle"
+    if head[:1] == b"\x80":
+        return "pickle"
+    return "unknown"
+
+
+def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read tensors and string metadata from any supported container, safely."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"model file not found: {path}")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path.name} is empty (0 bytes): the download or copy did not finish; fetch it again")
+    kind = _sniff(path)
+    if kind == "safetensors":
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                meta = dict(f.metadata() or {})
+                sd = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(
+                f"{path.name} is a truncated or corrupt safetensors file ({size} bytes; {e}); download it again"
+            ) from e
+        return sd, meta
+    if kind in ("zip-pickle", "pickle"):
+        return _read_pickle(path, kind, size), {}
+    raise CheckpointError(
+        f"{path.name} is neither a safetensors file nor a PyTorch checkpoint (first bytes {_first_bytes(path)!r}); "
+        "pick a LUA .safetensors or .pth file"
+    )
+
+
+def _first_bytes(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(8)
+
+
+def _read_pickle(path: Path, kind: str, size: int) -> dict[str, torch.Tensor]:
+    if kind == "zip-pickle" and not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path.name} is a truncated PyTorch checkpoint ({size} bytes); download it again")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"pickle refused: {path.name} holds Python objects other than tensors and plain containers, "
+            f"so it was not loaded (weights_only=True). LUA checkpoints never need that; if you trust the file, "
+            f"convert it to .safetensors in a separate environment. Detail: {str(e).splitlines()[0]}"
+        ) from e
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path.name} is a truncated or corrupt PyTorch checkpoint ({size} bytes; {e})") from e
+    return unwrap_state_dict(obj, path.name)
+
+
+def unwrap_state_dict(obj: object, name: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """BasicSR container rule: `params_ema`, else `params`, else a dict whose values are all tensors."""
+    if isinstance(obj, dict):
+        for key in ("params_ema", "params"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            sd = {str(k): v for k, v in obj.items()}
+            if all(k.startswith("module.") for k in sd):  # saved from a DDP wrapper
+                sd = {k[len("module.") :]: v for k, v in sd.items()}
+            return sd
+        keys = ", ".join(repr(k) for k in list(obj)[:8])
+        raise CheckpointError(
+            f"{name}: expected a state dict (or one under 'params_ema' / 'params'), found a dict with keys {keys}"
+        )
+    raise CheckpointError(f"{name}: expected a dict of tensors, found {type(obj).__name__}")
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def identify_foreign(sd: dict[str, torch.Tensor]) -> str | None:
+    """Name what a non-LUA state dict looks like, or None when it looks like LUA."""
+    keys = set(sd)
+
+    def has(pattern: str) -> bool:
+        rx = re.compile(pattern)
+        return any(rx.search(k) for k in keys)
+
+    lua = has(r"^heads\.x\d+\.conv_last\.weight$") and "conv_first.weight" in keys
+    if lua and has(r"^layers\.\d+\.residual_group\.blocks\.\d+\.attn\.qkv\.weight$"):
+        return None
+    if (
+        "conv_first.weight" in keys
+        and has(r"^layers\.\d+\.residual_group\.")
+        and ("conv_last.weight" in keys or has(r"^upsample\."))
+    ):
+        chans = sd["conv_first.weight"].shape[1]
+        return f"a single-scale pixel-space SwinIR model ({chans}-channel input), not a LUA latent model"
+    if has(r"(^|\.)(RRDB_trunk|body\.\d+\.rdb\d|rdb\d\.conv\d)") or has(r"^model\.\d+\.sub\."):
+        return "a pixel-space ESRGAN/RRDB upscaler, not a LUA latent model"
+    if has(r"^model\.diffusion_model\.") or has(r"^(input_blocks|double_blocks|joint_blocks)\."):
+        return "a diffusion model checkpoint, not a LUA latent model"
+    if has(r"^(first_stage_model\.)?(encoder|decoder)\.(conv_in|down|up|mid)") or has(r"^(encoder|decoder)\.layers\."):
+        return "a VAE, not a LUA latent model"
+    if has(r"^\d+\.conv\.\d+\.weight$"):
+        return "a tiny autoencoder (TAESD) encoder or decoder; it belongs in models/vae_approx, not models/lua"
+    if has(r"^(lora_|.*\.lora_(up|down|A|B)\.)"):
+        return "a LoRA, not a LUA latent model"
+    sample = ", ".join(sorted(keys)[:4])
+    return f"an unrecognised model ({len(keys)} tensors, e.g. {sample})"
+
+
+def infer_config(sd: dict[str, torch.Tensor]) -> LUAConfig:
+    """Rebuild the config from tensor shapes (for files without our metadata, like lua_flux.pth)."""
+    w = sd["conv_first.weight"]
+    embed_dim, in_chans = int(w.shape[0]), int(w.shape[1])
+    depths, heads = [], []
+    i = 0
+    while f"layers.{i}.conv.weight" in sd:
+        j = 0
+        while f"layers.{i}.residual_group.blocks.{j}.norm1.weight" in sd:
+            j += 1
+        depths.append(j)
+        heads.append(int(sd[f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table"].shape[1]))
+        i += 1
+    b0 = "layers.0.residual_group.blocks.0."
+    table = int(sd[b0 + "attn.relative_position_bias_table"].shape[0])
+    window = (int(round(table**0.5)) + 1) // 2
+    hidden = int(sd[b0 + "mlp.fc1.weight"].shape[0])
+    mask_key = "layers.0.residual_group.blocks.1.attn_mask"
+    img_size = int(round(sd[mask_key].shape[0] ** 0.5)) * window if mask_key in sd else 2 * window
+    scales = sorted(int(m.group(1)) for k in sd if (m := re.match(r"^heads\.x(\d+)\.conv_last\.weight$", k)))
+    first_head = f"heads.x{scales[0]}."
+    return LUAConfig(
+        in_chans=in_chans,
+        out_chans=int(sd[first_head + "conv_last.weight"].shape[0]),
+        embed_dim=embed_dim,
+        depths=tuple(depths),
+        num_heads=tuple(heads),
+        window_size=window,
+        mlp_ratio=hidden / embed_dim,
+        img_size=img_size,
+        head_num_feat=int(sd[first_head + "conv_before.0.weight"].shape[0]),
+        scales=tuple(scales),
+        qkv_bias=(b0 + "attn.qkv.bias") in sd,
+        patch_norm="patch_embed.norm.weight" in sd,
+    )
+
+
+def _default_family(channels: int) -> LatentFamily | None:
+    # Without metadata a 16-channel file is taken as FLUX.1: the only published LUA weights are
+    # LUA-FLUX. 4-channel files stay unknown, since SD1 and SDXL latents look alike.
+    return FAMILIES["flux1"] if channels == 16 else None
+
+
+# --------------------------------------------------------------------------- building
+
+
+def build_network(
+    sd: dict[str, torch.Tensor], meta: dict[str, str], name: str = "checkpoint"
+) -> tuple[SwinIRMultiHead, ModelInfo]:
+    """Turn a state dict (+ our metadata, if any) into a strictly loaded network and its info."""
+    if meta.get("lua.format") not in (None, FORMAT_NAME):
+        raise CheckpointError(f"{name}: metadata says format {meta['lua.format']!r}, expected {FORMAT_NAME!r}")
+    foreign = identify_foreign(sd)
+    if foreign:
+        raise CheckpointError(f"{name} looks like {foreign}. Pick a LUA model file (models/lua).")
+    if "lua.config" in meta:
+        version = int(meta.get("lua.format_version", "1"))
+        if version > FORMAT_VERSION:
+            raise CheckpointError(
+                f"{name} uses LUA file format v{version}; this version of the pack reads up to v{FORMAT_VERSION}. "
+                "Update the node pack."
+            )
+        try:
+            config = LUAConfig.from_dict(json.loads(meta["lua.config"]))
+        except (ValueError, TypeError) as e:
+            raise CheckpointError(f"{name}: metadata 'lua.config' is not a valid LUA config: {e}") from e
+        family = get_family(meta["lua.family"]) if meta.get("lua.family") else None
+        provenance = json.loads(meta.get("lua.provenance", "{}"))
+        info = ModelInfo(config, family, provenance, "safetensors")
+    else:
+        try:
+            config = infer_config(sd)
+        except (KeyError, IndexError, ValueError) as e:
+            raise CheckpointError(f"{name}: looks like LUA but its shapes do not form a valid config ({e})") from e
+        info = ModelInfo(config, _default_family(config.in_chans), {}, "inferred", inferred=True)
+    if info.family is not None and info.family.channels != config.in_chans:
+        raise CheckpointError(
+            f"{name}: metadata says {info.family.label} ({info.family.channels} channels) "
+            f"but the network takes {config.in_chans} channels"
+        )
+    with torch.device("meta"):
+        net = SwinIRMultiHead(config)
+    try:
+        net.load_state_dict(sd, strict=True, assign=True)
+    except RuntimeError as e:
+        expected = set(net.state_dict())
+        missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
+        detail = f"missing {missing[:5]}, unexpected {unexpected[:5]}" if missing or unexpected else str(e)[:400]
+        raise CheckpointError(f"{name} does not match the LUA layout for its config: {detail}") from e
+    _check_masks(net, name)
+    return net.eval(), info
+
+
+def _check_masks(net: SwinIRMultiHead, name: str) -> None:
+    cfg = net.config
+    ref = shift_window_mask(cfg.img_size, cfg.img_size, cfg.window_size, cfg.window_size // 2)
+    for key, buf in net.named_buffers():
+        if key.endswith("attn_mask") and buf is not None and not torch.equal(buf.float(), ref):
+            log.warning("%s: stored %s differs from the SwinIR shift-mask rule; masks are recomputed", name, key)
+            return
+
+
+def config_metadata(info: ModelInfo) -> dict[str, str]:
+    """Our safetensors metadata for a model (all values are strings, as safetensors requires)."""
+    meta = {
+        "lua.format": FORMAT_NAME,
+        "lua.format_version": str(FORMAT_VERSION),
+        "lua.arch": ARCH_NAME,
+        "lua.config": info.config.to_json(),
+        "lua.channels": str(info.config.in_chans),
+        "lua.scales": json.dumps(list(info.config.scales)),
+        "lua.provenance": json.dumps(info.provenance, sort_keys=True),
+    }
+    if info.family is not None:
+        meta["lua.family"] = info.family.name
+    return meta
+
+
+def save_safetensors(
+    net: SwinIRMultiHead, info: ModelInfo, path: str | os.PathLike, dtype: torch.dtype | None = None
+) -> None:
+    """Write `net` in our safetensors format (buffers included so strict loading works anywhere)."""
+    sd = {}
+    for k, v in net.state_dict().items():
+        v = v.detach().to("cpu")
+        if dtype is not None and v.is_floating_point() and not k.endswith("attn_mask"):
+            v = v.to(dtype)
+        sd[k] = v.contiguous().clone()
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    save_file(sd, str(tmp), metadata=config_metadata(info))
+    os.replace(tmp, path)  # never leave a half-written model where the loader would list it
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def convert_checkpoint(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    family: str | None = None,
+    dtype: torch.dtype | None = None,
+) -> ModelInfo:
+    """Convert any readable LUA checkpoint (e.g. the official lua_flux.pth) to our safetensors format."""
+    sd, meta = read_state_dict(src)
+    net, info = build_network(sd, meta, Path(src).name)
+    if family is not None:
+        fam = get_family(family)
+        if fam.channels != info.config.in_chans:
+            raise CheckpointError(
+                f"--family {fam.name} needs {fam.channels}-channel latents but this model takes "
+                f"{describe_channels(info.config.in_chans)}; choose one of "
+                f"{', '.join(f.name for f in families_with_channels(info.config.in_chans)) or 'none'}"
+            )
+        info.family = fam
+    if info.family is None:
+        options = ", ".join(f.name for f in families_with_channels(info.config.in_chans))
+        raise CheckpointError(
+            f"{Path(src).name} has no family metadata and {info.config.in_chans}-channel latents are ambiguous; "
+            f"pass --family ({options})"
+        )
+    if info.inferred:
+        info.provenance = {
+            "converted_from": Path(src).name,
+            "source_sha256": sha256_file(src),
+            **({"source": "vaskers5/LUA-FLUX (official)"} if info.family.name == "flux1" else {}),
+        }
+    info.source_format = "safetensors"
+    info.inferred = False
+    save_safetensors(net, info, dst, dtype)
+    return info

@@ -1,0 +1,48 @@
+"""Image I/O and resampling helpers shared by training, evaluation and the demo."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+
+
+def load_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as uint8 RGB [H, W, 3]: EXIF orientation applied, alpha composited over white."""
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            rgba = im.convert("RGBA")
+            canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(canvas, rgba)
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """uint8 [H, W, 3] -> float [1, 3, H, W] in [0, 1]."""
+    return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """float [1, 3, H, W] or [3, H, W] -> uint8 [H, W, 3] (clamped)."""
+    if img.ndim == 4:
+        img = img[0]
+    return (img.detach().float().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def save_png(img: torch.Tensor | np.ndarray, path: str | os.PathLike) -> None:
+    """Write an RGB image (tensor in [0, 1] or uint8 array) as PNG, creating the folder."""
+    arr = img if isinstance(img, np.ndarray) else to_uint8(img)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def bicubic_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bicubic resize of [B, C, H, W] (the paper's LR protocol and pixel baseline)."""
+    return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)

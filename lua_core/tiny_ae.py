@@ -1,0 +1,163 @@
+"""Tiny autoencoders (TAESD family, MIT) as a fast, differentiable stand-in for each family's VAE.
+
+The tiny encoder outputs the family's *scaled* latent; everything in lua_core works in raw VAE
+space, so `TinyAutoencoder.encode`/`decode` apply the family's scale/shift on the way.
+Weight files are found in ComfyUI's `models/vae_approx`, a given folder, or `$LUA_VAE_APPROX`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import CheckpointError
+from .families import LatentFamily, get_family
+
+
+def _conv(c_in: int, c_out: int, bias: bool = True, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, 3, stride, 1, bias=bias)
+
+
+class Clamp(nn.Module):
+    """Soft clamp of the decoder input: tanh(x / 3) * 3."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x / 3) * 3
+
+
+class Block(nn.Module):
+    """Three 3x3 convs with an identity skip; taef2 adds a pooled 1x1 branch to the input first."""
+
+    def __init__(self, c: int, pool: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(_conv(c, c), nn.ReLU(), _conv(c, c), nn.ReLU(), _conv(c, c))
+        self.pool = (
+            nn.Sequential(
+                nn.Conv2d(c, 4 * c, 1, bias=False),
+                nn.GroupNorm(4, 4 * c),
+                nn.ReLU(),
+                nn.Conv2d(4 * c, c, 1, bias=False),
+            )
+            if pool
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool is not None:
+            x = x + self.pool(x)
+        return F.relu(self.conv(x) + x)
+
+
+def make_encoder(latent_channels: int, pooled: Iterable[int] = ()) -> nn.Sequential:
+    """TAESD encoder: RGB in [0, 1] -> scaled latent at 1/8 resolution."""
+    pooled = set(pooled)
+    layers: list[nn.Module] = [_conv(3, 64), Block(64, 1 in pooled)]
+    for i in (2, 6, 10):
+        layers += [_conv(64, 64, bias=False, stride=2)] + [Block(64, j in pooled) for j in range(i + 1, i + 4)]
+    layers.append(_conv(64, latent_channels))
+    return nn.Sequential(*layers)
+
+
+def make_decoder(latent_channels: int, pooled: Iterable[int] = ()) -> nn.Sequential:
+    """TAESD decoder: scaled latent -> RGB (about [0, 1]; clamp for display)."""
+    pooled = set(pooled)
+    layers: list[nn.Module] = [Clamp(), _conv(latent_channels, 64), nn.ReLU()]
+    layers += [Block(64, j in pooled) for j in (3, 4, 5)]
+    for i in (6, 11, 16):
+        layers += [nn.Upsample(scale_factor=2), _conv(64, 64, bias=False)]
+        layers += [Block(64, j in pooled) for j in range(i + 2, i + (5 if i < 16 else 3))]
+    layers.append(_conv(64, 3))
+    return nn.Sequential(*layers)
+
+
+def _pooled_indices(sd: dict[str, torch.Tensor]) -> set[int]:
+    return {int(k.split(".")[0]) for k in sd if ".pool." in k}
+
+
+def _load_part(path: Path, kind: str) -> nn.Sequential:
+    from .checkpoint import read_state_dict  # local: checkpoint imports the LUA arch, not needed here
+
+    sd, _ = read_state_dict(path)
+    if "0.weight" not in sd and "1.weight" not in sd:
+        raise CheckpointError(f"{path.name} is not a tiny autoencoder {kind} (no '0.weight'/'1.weight' key)")
+    if kind == "encoder":
+        net = make_encoder(int(sd["14.weight"].shape[0]), _pooled_indices(sd))
+    else:
+        net = make_decoder(int(sd["1.weight"].shape[1]), _pooled_indices(sd))
+    try:
+        net.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path.name} does not match the TAESD {kind} layout: {str(e)[:300]}") from e
+    return net.eval().requires_grad_(False)
+
+
+class TinyAutoencoder(nn.Module):
+    """A family's tiny encoder/decoder pair working in raw VAE latent space."""
+
+    def __init__(
+        self, family: LatentFamily, encoder: nn.Module | None, decoder: nn.Module | None, source: str = ""
+    ) -> None:
+        super().__init__()
+        self.family = family
+        self.encoder = encoder
+        self.decoder = decoder
+        self.source = source
+
+    def encode(self, rgb01: torch.Tensor) -> torch.Tensor:
+        """RGB [B, 3, H, W] in [0, 1] -> raw latent [B, C, H/8, W/8]."""
+        if self.encoder is None:
+            raise CheckpointError(f"no tiny encoder loaded for {self.family.label}")
+        return self.family.to_raw(self.encoder(rgb01))
+
+    def decode(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw latent -> RGB, unclamped (clamp to [0, 1] for display; keep gradients for losses)."""
+        if self.decoder is None:
+            raise CheckpointError(f"no tiny decoder loaded for {self.family.label}")
+        return self.decoder(self.family.to_scaled(raw))
+
+
+def default_search_dirs(extra: Iterable[str | os.PathLike] = ()) -> list[Path]:
+    """Where tiny autoencoder weights are looked for, in order."""
+    dirs = [Path(p) for p in extra]
+    if os.environ.get("LUA_VAE_APPROX"):
+        dirs.append(Path(os.environ["LUA_VAE_APPROX"]))
+    here = Path(__file__).resolve().parent.parent
+    # a ComfyUI install when the pack sits in custom_nodes/, then the development checkout's ../shared
+    dirs += [here.parent.parent / "models" / "vae_approx", here.parent / "shared" / "vae_approx"]
+    return dirs
+
+
+def find_tiny_ae_files(family: LatentFamily, dirs: Iterable[Path]) -> tuple[Path, Path] | None:
+    """(encoder, decoder) paths for a family in the first folder holding both, else None."""
+    for d in dirs:
+        for ext in (".safetensors", ".pth"):
+            enc, dec = d / f"{family.tiny_ae}_encoder{ext}", d / f"{family.tiny_ae}_decoder{ext}"
+            if enc.is_file() and dec.is_file():
+                return enc, dec
+    return None
+
+
+def load_tiny_autoencoder(
+    family: str | LatentFamily,
+    search: Iterable[str | os.PathLike] = (),
+    device: torch.device | str = "cpu",
+    parts: tuple[str, ...] = ("encoder", "decoder"),
+) -> TinyAutoencoder:
+    """Load a family's tiny autoencoder from the first folder that has it (fp32, frozen)."""
+    fam = get_family(family) if isinstance(family, str) else family
+    dirs = default_search_dirs(search)
+    found = find_tiny_ae_files(fam, dirs)
+    if found is None:
+        where = ", ".join(str(d) for d in dirs)
+        raise CheckpointError(
+            f"tiny autoencoder for {fam.label} ({fam.tiny_ae}_encoder/_decoder) not found in: {where}; "
+            f"pass its folder (ComfyUI's models/vae_approx holds them) or set LUA_VAE_APPROX"
+        )
+    enc = _load_part(found[0], "encoder") if "encoder" in parts else None
+    dec = _load_part(found[1], "decoder") if "decoder" in parts else None
+    return TinyAutoencoder(fam, enc, dec, str(found[0].parent)).to(device)

@@ -1,0 +1,490 @@
+"""The training loop: curriculum, EMA, exact resume, validation, export; optional DDP via torchrun."""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..arch.swinir_multihead import SwinIRMultiHead
+from ..baselines import resize_latent
+from ..checkpoint import ModelInfo, save_safetensors
+from ..engine import pad_to_multiple
+from ..families import get_family
+from ..imaging import bicubic_resize
+from ..metrics import psnr
+from ..tiny_ae import TinyAutoencoder, load_tiny_autoencoder
+from . import losses
+from .config import TrainConfig, floats
+from .data import LatentPairs, build_cache
+
+log = logging.getLogger(__name__)
+STAGE_NAMES = ("I-latent", "II-latent+pixel", "III-pixel")
+MODEL_FIELDS = (
+    "embed_dim",
+    "depths",
+    "num_heads",
+    "window_size",
+    "mlp_ratio",
+    "img_size",
+    "head_num_feat",
+    "scales",
+    "family",
+)
+
+
+class MultiHead(nn.Module):
+    """Runs each requested head on its own LR input; one module so DDP sees a single forward."""
+
+    def __init__(self, net: SwinIRMultiHead) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, inputs: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        out = {}
+        for scale, x in inputs.items():
+            h, w = x.shape[-2:]
+            out[scale] = self.net(pad_to_multiple(x, self.net.config.window_size), scale)[..., : h * scale, : w * scale]
+        return out
+
+
+@dataclass
+class Dist:
+    """Process-group facts: rank, world size, device."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Dist:
+    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPUs, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if world <= 1:
+        return Dist(device=torch.device("cuda") if cuda else torch.device("cpu"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local)
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=_dt.timedelta(hours=3))
+    return Dist(dist.get_rank(), dist.get_world_size(), torch.device(f"cuda:{local}") if cuda else torch.device("cpu"))
+
+
+def stage_at(step: int, stages: list[int]) -> tuple[int, int, int]:
+    """(stage index, step within stage, stage length) for a global step."""
+    start = 0
+    for i, n in enumerate(stages):
+        if step < start + n:
+            return i, step - start, n
+        start += n
+    return len(stages) - 1, stages[-1], stages[-1]
+
+
+def lr_at(cfg: TrainConfig, step_in_stage: int, stage_len: int) -> float:
+    """Step decay inside each stage: lr * gamma^(milestones passed)."""
+    passed = sum(step_in_stage >= m * stage_len for m in floats(cfg.lr_milestones))
+    return cfg.lr * cfg.lr_gamma**passed
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on x86 CPUs with AMX or AVX-512 bf16 (bf16 autocast is slower than fp32 elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def autocast_for(cfg: TrainConfig, device: torch.device):
+    """Mixed-precision context for the forward pass."""
+    mode = cfg.amp
+    if mode == "auto":
+        mode = "bf16" if device.type == "cuda" or cpu_has_native_bf16() else "off"
+    if mode == "off":
+        return nullcontext()
+    if mode == "fp16" and device.type != "cuda":
+        raise ValueError("amp fp16 needs CUDA; use bf16 or off on CPU")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if mode == "bf16" else torch.float16)
+
+
+def state_checksum(module: nn.Module) -> str:
+    """sha256 over every tensor of a state dict (replica comparison)."""
+    h = hashlib.sha256()
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class Trainer:
+    """One run: owns the model, EMA, optimiser, data and the run folder."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, say=None) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.dist = init_distributed()
+        self.say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.run_dir = Path(cfg.run_dir)
+        self.state_path = self.run_dir / "state.pt"
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.family = get_family(cfg.family)
+        if not self.family.supported:
+            raise ValueError(self.family.unsupported_reason)
+        device = self.dist.device
+        self.ae: TinyAutoencoder = load_tiny_autoencoder(
+            self.family, [cfg.vae_approx] if cfg.vae_approx else [], device
+        )
+        self.ae.requires_grad_(False)
+        torch.manual_seed(cfg.seed)
+        self.net = SwinIRMultiHead(cfg.model_config(self.family.channels)).to(device)
+        if cfg.init_from:
+            self._init_from(cfg.init_from)
+        self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, betas=floats(cfg.betas_latent), weight_decay=0.0)
+        self.step = 0
+        self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.dist.rank)
+        if resume:
+            self._load_state()
+        self.model: nn.Module = MultiHead(self.net)
+        if self.dist.world > 1:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.model,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=cfg.single_head_fraction > 0,
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.run_dir / "cache"
+        if self.dist.main:
+            self.index = build_cache(cfg, self.ae, cache_dir, self.say)
+        if self.dist.world > 1:
+            dist.barrier()
+            self.index = json.loads((cache_dir / "index.json").read_text())
+        self.train_set = LatentPairs(cache_dir, self.index["shards"]["train"])
+        self.val_set = LatentPairs(cache_dir, self.index["shards"]["val"]) if self.index["shards"]["val"] else None
+        self._stop = False
+        self.log_path = self.run_dir / "log.jsonl"
+
+    # ------------------------------------------------------------------ state
+
+    def _init_from(self, path: str) -> None:
+        from ..model import load_model
+
+        src = load_model(path)
+        if src.config != self.net.config:
+            raise ValueError(f"--init-from {path}: its config {src.config} differs from this run's {self.net.config}")
+        self.net.load_state_dict(src.net.state_dict())
+        self.say(f"initialised from {path}")
+
+    def _load_state(self) -> None:
+        if not self.state_path.is_file():
+            raise FileNotFoundError(f"--resume: no {self.state_path}; start without --resume")
+        state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        saved = state["config"]
+        changed = [k for k in MODEL_FIELDS if saved.get(k) != getattr(self.cfg, k)]
+        if changed:
+            raise ValueError(
+                f"--resume: the run in {self.run_dir} was trained with different {changed}; use a new --run-dir"
+            )
+        self.net.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.step = int(state["step"])
+        self.gen.set_state(state["gen"][self.dist.rank] if isinstance(state["gen"], list) else state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        self.say(f"resumed {self.run_dir} at step {self.step}")
+
+    def save_state(self) -> None:
+        """Atomically write everything needed to continue exactly (rank 0 writes; generators of all ranks kept)."""
+        gens = [self.gen.get_state()]
+        if self.dist.world > 1:
+            gathered: list = [None] * self.dist.world
+            dist.all_gather_object(gathered, self.gen.get_state())
+            gens = gathered
+        if not self.dist.main:
+            return
+        state = {
+            "model": self.net.state_dict(),
+            "ema": self.ema.state_dict(),
+            "opt": self.opt.state_dict(),
+            "step": self.step,
+            "gen": gens if self.dist.world > 1 else gens[0],
+            "torch_rng": torch.get_rng_state(),
+            "config": self.cfg.to_dict(),
+        }
+        tmp = self.state_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.state_path)
+
+    # ------------------------------------------------------------------ one step
+
+    def _decode_window(self, size: int) -> tuple[slice, slice, int]:
+        """Random latent crop (shared by the batch) for pixel losses, and the pixel border to trim."""
+        dc = self.cfg.decode_crop
+        if not dc or dc >= size:
+            return slice(None), slice(None), 0
+        i, j = (int(v) for v in torch.randint(0, size - dc + 1, (2,), generator=self.gen))
+        return slice(i, i + dc), slice(j, j + dc), 8
+
+    def loss_terms(self, batch: dict, heads: list[int], stage: int) -> dict[str, torch.Tensor]:
+        """All loss terms of one step for the active heads (summed over heads)."""
+        cfg = self.cfg
+        inputs = {s: batch[f"z_lr{s}"] for s in heads}
+        with autocast_for(cfg, self.dist.device):
+            preds = self.model(inputs)
+        terms: dict[str, torch.Tensor] = {}
+
+        def add(new: dict[str, torch.Tensor]) -> None:
+            for k, v in new.items():
+                terms[k] = terms.get(k, 0.0) + v
+
+        size = batch["z_hr"].shape[-1]
+        rows, cols, trim = self._decode_window(size) if stage > 0 else (None, None, 0)
+        for s in heads:
+            pred = preds[s].float()
+            if stage < 2:
+                add(losses.latent_terms(pred, batch["z_hr"], cfg.w_latent_l1, cfg.w_latent_fft))
+            if stage == 0:
+                continue
+            with autocast_for(cfg, self.dist.device):
+                dec = self.ae.decode(pred[..., rows, cols]).float()
+            px = (slice(None), slice(None)) + tuple(
+                slice(r.start * 8, r.stop * 8) if r.start is not None else slice(None) for r in (rows, cols)
+            )
+            target = batch["hr_dec" if stage == 1 else "hr_px"][px]
+            if trim:
+                dec, target = dec[..., trim:-trim, trim:-trim], target[..., trim:-trim, trim:-trim]
+            if stage == 1:
+                add(losses.bridge_terms(dec, target, cfg.w_down_l1, cfg.w_hf_l1))
+            else:
+                add(losses.pixel_terms(dec, target, cfg.w_pix_l1, cfg.w_pix_fft, cfg.w_edge))
+        return terms
+
+    def train_step(self) -> dict:
+        """One optimiser step; returns the logged numbers."""
+        cfg = self.cfg
+        stage, in_stage, stage_len = stage_at(self.step, cfg.stages)
+        lr = lr_at(cfg, in_stage, stage_len)
+        betas = floats(cfg.betas_pixel if stage == 2 else cfg.betas_latent)
+        for group in self.opt.param_groups:
+            group["lr"], group["betas"] = lr, betas
+        scales = list(self.net.config.scales)
+        heads = scales
+        if in_stage >= (1 - cfg.single_head_fraction) * stage_len and len(scales) > 1:
+            # the same choice on every rank: drawn from the step number, not a per-rank generator
+            heads = [
+                scales[torch.randint(0, len(scales), (1,), generator=torch.Generator().manual_seed(self.step)).item()]
+            ]
+        batch = self.train_set.sample(cfg.batch_size, self.gen, self.dist.device)
+        self.model.train()
+        terms = self.loss_terms(batch, heads, stage)
+        loss = sum(terms.values())
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = (
+            nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.0)
+        )
+        self.opt.step()
+        self._update_ema()
+        self.step += 1
+        return {
+            "step": self.step,
+            "stage": STAGE_NAMES[stage],
+            "heads": heads,
+            "loss": float(loss.detach()),
+            **{k: float(v) for k, v in terms.items()},
+            "grad_norm": float(grad_norm),
+            "lr": lr,
+        }
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
+        for e, p in zip(self.ema.parameters(), self.net.parameters()):
+            e.lerp_(p.detach(), 1 - decay)
+        for e, b in zip(self.ema.buffers(), self.net.buffers()):
+            e.copy_(b)
+
+    # ------------------------------------------------------------------ validation
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """PSNR of decoded EMA outputs vs HR crops, next to latent- and pixel-bicubic and the AE ceiling."""
+        if self.val_set is None:
+            return {}
+        net = MultiHead(self.ema).eval()
+        sums: dict[str, float] = {}
+        n = len(self.val_set)
+        for b in range(0, n, 16):
+            batch = self.val_set.batch(torch.arange(b, min(n, b + 16)), None, self.dist.device)
+            hr = batch["hr_px"]
+            size = hr.shape[-2:]
+            sums["ceiling"] = sums.get("ceiling", 0.0) + psnr(self.ae.decode(batch["z_hr"]), hr).sum().item()
+            for s in self.net.config.scales:
+                z = batch[f"z_lr{s}"]
+                pred = net({s: z})[s]
+                lat = resize_latent(z, tuple(pred.shape[-2:]), "bicubic")
+                pix = bicubic_resize(self.ae.decode(z).clamp(0, 1), size)
+                for name, img in (
+                    ("lua", self.ae.decode(pred)),
+                    ("latent_bicubic", self.ae.decode(lat)),
+                    ("pixel_bicubic", pix),
+                ):
+                    key = f"x{s}_{name}"
+                    sums[key] = sums.get(key, 0.0) + psnr(img, hr).sum().item()
+        return {k: round(v / n, 4) for k, v in sums.items()}
+
+    # ------------------------------------------------------------------ loop
+
+    def _log(self, record: dict) -> None:
+        if self.dist.main:
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _install_signal_handlers(self) -> None:
+        def handler(signum, frame):
+            self._stop = True
+            self.say(f"\nsignal {signum}: stopping after this step (state will be saved)")
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                signal.signal(sig, handler)
+            except ValueError:  # not in the main thread
+                pass
+
+    def run(self) -> Path | None:
+        """Train until done (export, return its path) or stopped (state saved, return None)."""
+        cfg = self.cfg
+        total = cfg.total_steps
+        self._install_signal_handlers()
+        started, begin_step = time.time(), self.step
+        if self.dist.main:
+            params = sum(p.numel() for p in self.net.parameters())
+            self.say(
+                f"training {self.family.label} LUA ({params / 1e6:.2f} M params) on {self.dist.device} x{self.dist.world}: "
+                f"{len(self.train_set)} train / {len(self.val_set) if self.val_set else 0} val crops, "
+                f"steps {cfg.stage_steps} (from {self.step}), batch {cfg.batch_size}"
+            )
+        window_t, window_n = time.time(), 0
+        while self.step < total:
+            record = self.train_step()
+            window_n += 1
+            done_here = self.step - begin_step
+            if self.step % cfg.log_every == 0 or self.step == total:
+                dt = (time.time() - window_t) / max(1, window_n)
+                record["sec_per_step"] = round(dt, 4)
+                record["samples_per_sec"] = round(cfg.batch_size * self.dist.world / dt, 2)
+                self._log(record)
+                window_t, window_n = time.time(), 0
+                if self.dist.main:
+                    eta = dt * (total - self.step)
+                    self.say(
+                        f"\rstep {self.step}/{total} [{record['stage']}] loss {record['loss']:.4f} "
+                        f"{record['samples_per_sec']:.1f} samples/s eta {eta / 60:.1f} min"
+                    )
+            if self.step % cfg.val_every == 0 or self.step == total:
+                self._validate_and_plot()
+            stop = self._stop or (cfg.stop_after and done_here >= cfg.stop_after)
+            stop = stop or (cfg.max_minutes and (time.time() - started) / 60 >= cfg.max_minutes)
+            if self.dist.world > 1:
+                flag = torch.tensor([1.0 if stop else 0.0], device=self.dist.device)
+                dist.all_reduce(flag)
+                stop = bool(flag.item())
+            if self.step % cfg.save_every == 0 or stop or self.step == total:
+                self.save_state()
+            if stop and self.step < total:
+                if self.dist.main:
+                    self.say(
+                        f"stopped at step {self.step}/{total}; continue with: python -m lua_core train "
+                        f"--run-dir {self.run_dir} --resume"
+                    )
+                self._finish()
+                return None
+        exported = self.export() if self.dist.main else None
+        self._finish()
+        return exported
+
+    def _validate_and_plot(self) -> None:
+        if not self.dist.main:
+            return
+        metrics = self.validate()
+        if metrics:
+            self._log({"step": self.step, "val": metrics})
+            self.say("\n  val " + " ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
+            from .plots import plot_run
+
+            plot_run(self.log_path, self.run_dir)
+
+    def _finish(self) -> None:
+        if self.dist.world > 1:
+            sums: list = [None] * self.dist.world
+            dist.all_gather_object(sums, state_checksum(self.net))
+            self._log({"step": self.step, "replica_checksums": sums, "replicas_identical": len(set(sums)) == 1})
+            if len(set(sums)) != 1:
+                raise RuntimeError(f"DDP replicas diverged: checksums {sums}")
+            dist.destroy_process_group()
+
+    def export(self, path: str | None = None) -> Path:
+        """Write the EMA weights in our safetensors format with full provenance."""
+        cfg = self.cfg
+        out = Path(path or cfg.export or self.run_dir / f"lua-{self.family.name}.safetensors")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        last_val = {}
+        if self.log_path.is_file():
+            for line in self.log_path.read_text().splitlines():
+                rec = json.loads(line)
+                if "val" in rec:
+                    last_val = {"step": rec["step"], **rec["val"]}
+        provenance = {
+            "trained_by": "lua_core train (three-stage curriculum)",
+            "data": Path(cfg.data).name,
+            "images": self.index["images"],
+            "crops": self.index["counts"],
+            "crop_px": cfg.crop,
+            "steps": self.step,
+            "stage_steps": cfg.stage_steps,
+            "batch_size": cfg.batch_size * self.dist.world,
+            "vae": f"{self.family.tiny_ae} tiny autoencoder (TAESD family), not the full {self.family.label} VAE",
+            "validation_psnr": last_val,
+            "date": _dt.date.today().isoformat(),
+            "note": cfg.note,
+        }
+        info = ModelInfo(self.ema.config, self.family, provenance)
+        save_safetensors(self.ema, info, out)
+        self.say(f"\nexported EMA weights to {out}")
+        return out
+
+
+def config_with_resume(cfg: TrainConfig, explicit: dict) -> TrainConfig:
+    """On --resume, start from the stored run settings and re-apply only explicitly given ones."""
+    state_path = Path(cfg.run_dir) / "state.pt"
+    if not state_path.is_file():
+        return cfg
+    stored = torch.load(state_path, map_location="cpu", weights_only=True)["config"]
+    known = {f.name for f in fields(TrainConfig)}
+    merged = {k: v for k, v in stored.items() if k in known}
+    merged.update(explicit)
+    return TrainConfig(**merged)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path | None:
+    """Run (or continue) a training run; returns the exported model path when it completes."""
+    return Trainer(cfg, resume=resume).run()

@@ -1,0 +1,117 @@
+"""The network: official layout (keys, shapes, buffers) and equality with the plain reference forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_model
+from reference_lua import reference_forward
+
+from lua_core import LUAConfig, ModelInfo, SwinIRMultiHead
+from lua_core.arch.swinir_multihead import relative_position_index, shift_window_mask
+from lua_core.engine import run_network
+from lua_core.model import LUAModel
+
+
+def test_official_layout_counts(official_state_dict):
+    sd = official_state_dict
+    assert len(sd) == 556
+    assert sum(k.endswith("relative_position_index") for k in sd) == 36
+    assert sum(k.endswith("attn_mask") for k in sd) == 18
+    params = [k for k in sd if not k.endswith(("relative_position_index", "attn_mask"))]
+    assert len(params) == 502
+    assert sum(sd[k].numel() for k in params) == 54_917_584
+    trunk = sum(sd[k].numel() for k in params if not k.startswith("heads."))
+    assert trunk == 46_103_472
+    assert sum(sd[k].numel() for k in params if k.startswith("heads.x2.")) == 3_226_896
+    assert sum(sd[k].numel() for k in params if k.startswith("heads.x4.")) == 5_587_216
+
+
+def test_official_layout_shapes_and_dtypes(official_state_dict):
+    sd = official_state_dict
+    blk = "layers.3.residual_group.blocks.{}."
+    assert sd["conv_first.weight"].shape == (360, 16, 3, 3)
+    assert sd[blk.format(0) + "attn.relative_position_bias_table"].shape == (961, 12)
+    assert sd[blk.format(0) + "attn.relative_position_index"].shape == (256, 256)
+    assert sd[blk.format(0) + "attn.relative_position_index"].dtype == torch.int64
+    assert sd[blk.format(1) + "attn_mask"].shape == (4, 256, 256)
+    assert sd[blk.format(1) + "attn_mask"].dtype == torch.float32
+    assert blk.format(0) + "attn_mask" not in sd
+    assert sd["heads.x4.upsample.2.weight"].shape == (1024, 256, 3, 3)
+    assert sd["heads.x2.conv_last.weight"].shape == (16, 256, 3, 3)
+    forbidden = ("mean", "absolute_pos_embed", "conv_before_upsample.0.weight", "upsample.0.weight", "conv_last.weight")
+    for key in forbidden:
+        assert key not in sd
+    assert not any(k.startswith(("patch_unembed.", "layers.0.patch_embed")) for k in sd)
+    assert not any(".conv_before.1." in k or ".upsample.1." in k or ".upsample.3." in k for k in sd)
+
+
+def test_relative_position_index_follows_spec_formula():
+    idx = relative_position_index(16)
+    rows, cols = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    r, c = rows.flatten(), cols.flatten()
+    expected = (r[:, None] - r[None, :] + 15) * 31 + (c[:, None] - c[None, :] + 15)
+    assert torch.equal(idx, expected)
+    assert idx.min() == 0 and idx.max() == 960
+
+
+def test_shift_mask_follows_spec_rule():
+    mask = shift_window_mask(32, 32, 16, 8)
+    assert mask.shape == (4, 256, 256)
+    region = lambda v: 0 if v < 16 else (1 if v < 24 else 2)  # noqa: E731
+    labels = torch.tensor([[3 * region(y) + region(x) for x in range(32)] for y in range(32)])
+    for wy in range(2):
+        for wx in range(2):
+            lab = labels[wy * 16 : wy * 16 + 16, wx * 16 : wx * 16 + 16].flatten()
+            expected = torch.where(lab[:, None] == lab[None, :], 0.0, -100.0)
+            assert torch.equal(mask[wy * 2 + wx], expected)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (21, 35)])
+@pytest.mark.parametrize("scale", [2, 4])
+def test_official_config_matches_reference(official_state_dict, size, scale):
+    net = SwinIRMultiHead(LUAConfig()).eval()
+    net.load_state_dict(official_state_dict, strict=True)
+    model = LUAModel(net, ModelInfo(LUAConfig(), None))
+    x = torch.randn(1, 16, *size, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        ours = run_network(model, x, scale)
+        ref = reference_forward(official_state_dict, x, scale, 16)
+    assert ours.shape == (1, 16, size[0] * scale, size[1] * scale)
+    assert (ours - ref).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("size", [(16, 24), (24, 40), (13, 30), (9, 9)])
+@pytest.mark.parametrize("scale", [2, 4])
+def test_small_config_matches_reference(size, scale):
+    model = make_model(channels=4, depths=(2, 3), num_heads=(2, 4))
+    x = torch.randn(2, 4, *size, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ours = run_network(model, x, scale)
+        ref = reference_forward(model.net.state_dict(), x, scale, 8)
+    assert (ours - ref).abs().max().item() <= 1e-4
+
+
+def test_training_path_matches_inference_path():
+    """The batched attention used under autograd gives the same numbers as the fused inference path."""
+    model = make_model()
+    x = torch.randn(3, 4, 24, 16)
+    with torch.no_grad():
+        fast = model.net(x, 2)
+    x.requires_grad_(True)
+    slow = model.net(x, 2)
+    assert torch.allclose(fast, slow.detach(), atol=1e-5)
+    slow.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_size_cache_is_bounded_and_harmless():
+    model = make_model()
+    x = torch.randn(1, 4, 16, 16)
+    with torch.no_grad():
+        first = model.net(x, 2)
+        for s in range(8, 8 * 20, 8):
+            model.net(torch.randn(1, 4, 8, s), 2)
+        again = model.net(x, 2)
+    assert len(model.net._size_cache) <= 16
+    assert torch.equal(first, again)

@@ -1,0 +1,264 @@
+"""upscale_latent: shapes, scales, padding, tiling, OOM fallback, progress, dtypes, and error messages."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_model
+
+from lua_core import LatentInputError, LUAError, UpscaleOutOfMemoryError, upscale_latent
+from lua_core.engine import pad_to_multiple, plan_tiles, reflect_indices, run_network, tile_spans
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_integer_heads_give_exact_shapes(tiny_model, scale):
+    x = torch.randn(2, 4, 19, 26)
+    y = upscale_latent(tiny_model, x, scale)
+    assert y.shape == (2, 4, 19 * scale, 26 * scale)
+    assert y.dtype == x.dtype and torch.isfinite(y).all()
+
+
+def test_scale_one_returns_input_unchanged(tiny_model):
+    x = torch.randn(1, 4, 10, 12)
+    y = upscale_latent(tiny_model, x, 1.0)
+    assert torch.equal(x, y) and y is not x
+
+
+@pytest.mark.parametrize("scale,head", [(1.5, 2), (2.5, 4), (3.0, 4), (1.05, 2)])
+def test_fractional_scales_downscale_the_next_head(tiny_model, scale, head):
+    x = torch.randn(1, 4, 21, 30)
+    y = upscale_latent(tiny_model, x, scale)
+    assert y.shape == (1, 4, round(21 * scale), round(30 * scale))
+    full = run_network(tiny_model, x, head)
+    expected = F.interpolate(full, size=y.shape[-2:], mode="bicubic", antialias=True, align_corners=False)
+    assert torch.allclose(y, expected, atol=1e-5)
+
+
+def test_video_latents_fold_frames_into_batch(tiny_model):
+    x = torch.randn(2, 4, 3, 12, 10)
+    y = upscale_latent(tiny_model, x, 2)
+    assert y.shape == (2, 4, 3, 24, 20)
+    frame = upscale_latent(tiny_model, x[:, :, 1], 2)
+    assert torch.allclose(y[:, :, 1], frame, atol=1e-5)
+
+
+def test_reflect_padding_matches_torch_where_defined():
+    x = torch.randn(1, 2, 11, 13)
+    assert torch.equal(pad_to_multiple(x, 8), F.pad(x, (0, 3, 0, 5), mode="reflect"))
+    assert reflect_indices(3, 9).tolist() == [0, 1, 2, 1, 0, 1, 2, 1, 0]
+    assert reflect_indices(1, 4).tolist() == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("side", range(1, 9))
+def test_tiny_sides_never_crash(tiny_model, side):
+    y = upscale_latent(tiny_model, torch.randn(1, 4, side, 9), 2)
+    assert y.shape == (1, 4, 2 * side, 18) and torch.isfinite(y).all()
+
+
+def test_same_input_same_output(tiny_model):
+    x = torch.randn(1, 4, 20, 20)
+    a = upscale_latent(tiny_model, x, 2)
+    upscale_latent(tiny_model, torch.randn(2, 4, 33, 17), 4)  # other sizes in between
+    b = upscale_latent(tiny_model, x, 2)
+    assert torch.equal(a, b)
+
+
+# --------------------------------------------------------------------------- tiling
+
+
+def test_tile_spans_are_window_aligned_and_cover():
+    spans = tile_spans(100, 32, 16, 8)
+    assert spans[0][0] == 0 and spans[-1][1] == 100
+    assert all(s % 8 == 0 for s, _ in spans)
+    assert all(b[0] < a[1] for a, b in zip(spans, spans[1:])), "consecutive tiles must overlap"
+
+
+@pytest.mark.parametrize("tile", [32, 48])
+@pytest.mark.parametrize("scale", [2, 4])
+def test_tiled_matches_untiled(tiny_model, tile, scale):
+    x = torch.randn(2, 4, 70, 53, generator=torch.Generator().manual_seed(1))
+    whole = upscale_latent(tiny_model, x, scale, tile_size=10_000)
+    calls = []
+    tiled = upscale_latent(tiny_model, x, scale, tile_size=tile, progress=lambda d, t: calls.append((d, t)))
+    assert calls[-1][0] == calls[-1][1] > 1, "small tiles must really tile"
+    assert rel_err(tiled, whole) <= 1e-3
+
+
+def test_automatic_tiles_follow_the_memory_budget(tiny_model):
+    roomy = plan_tiles(tiny_model, 1, 128, 128, 2, None, None, memory_budget=1 << 40)
+    tight = plan_tiles(tiny_model, 1, 128, 128, 2, None, None, memory_budget=4 << 20)
+    assert roomy.tile >= 128
+    assert 32 <= tight.tile < 128 and tight.tile % 8 == 0
+    x = torch.randn(1, 4, 64, 64)
+    a = upscale_latent(tiny_model, x, 2, memory_budget=1 << 40)
+    b = upscale_latent(tiny_model, x, 2, memory_budget=3 << 20)
+    assert rel_err(b, a) <= 1e-3
+
+
+def _oom_above(model, max_side: int, log: list):
+    real = model.net.forward
+
+    def forward(x, scale):
+        log.append(tuple(x.shape))
+        if max(x.shape[-2:]) > max_side:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(x, scale)
+
+    return forward
+
+
+def test_oom_halves_the_tile_and_retries(tiny_model, monkeypatch, caplog):
+    x = torch.randn(1, 4, 64, 64)
+    expected = upscale_latent(tiny_model, x, 2)
+    seen: list = []
+    monkeypatch.setattr(tiny_model.net, "forward", _oom_above(tiny_model, 32, seen))
+    got = upscale_latent(tiny_model, x, 2)
+    assert seen[0][-1] == 64 and max(seen[-1][-2:]) <= 32
+    assert "retrying with 32" in caplog.text
+    assert rel_err(got, expected) <= 1e-3
+
+
+def test_oom_at_the_floor_raises_a_clear_error(tiny_model, monkeypatch):
+    monkeypatch.setattr(tiny_model.net, "forward", _oom_above(tiny_model, 0, []))
+    with pytest.raises(UpscaleOutOfMemoryError, match=r"out of memory on cpu even with 32x32 latent tiles and batch 1"):
+        upscale_latent(tiny_model, torch.randn(2, 4, 40, 40), 2)
+
+
+def test_cpu_allocator_message_counts_as_oom(tiny_model, monkeypatch):
+    real = tiny_model.net.forward
+    state = {"n": 0}
+
+    def flaky(x, scale):
+        state["n"] += 1
+        if state["n"] == 1:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+        return real(x, scale)
+
+    monkeypatch.setattr(tiny_model.net, "forward", flaky)
+    assert upscale_latent(tiny_model, torch.randn(1, 4, 40, 40), 2).shape == (1, 4, 80, 80)
+
+
+def test_other_errors_are_not_swallowed(tiny_model, monkeypatch):
+    def broken(x, scale):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(tiny_model.net, "forward", broken)
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        upscale_latent(tiny_model, torch.randn(1, 4, 16, 16), 2)
+
+
+def test_progress_raising_cancels(tiny_model):
+    class Cancelled(Exception):
+        pass
+
+    def progress(done, total):
+        if done == 2:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        upscale_latent(tiny_model, torch.randn(1, 4, 64, 64), 2, tile_size=24, progress=progress)
+
+
+# --------------------------------------------------------------------------- dtypes
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precisions_track_fp32(dtype):
+    model = make_model()
+    x = torch.randn(1, 4, 24, 24)
+    ref = upscale_latent(model, x, 2)
+    model.to(dtype=dtype)
+    y = upscale_latent(model, x, 2)
+    assert y.dtype == torch.float32 and y.shape == ref.shape
+    assert rel_err(y, ref) < 0.05
+
+
+def test_output_keeps_input_dtype(tiny_model):
+    x = torch.randn(1, 4, 16, 16, dtype=torch.float16)
+    assert upscale_latent(tiny_model, x, 2).dtype == torch.float16
+
+
+def test_non_finite_output_is_reported(tiny_model, monkeypatch):
+    monkeypatch.setattr(
+        tiny_model.net,
+        "forward",
+        lambda x, s: torch.full((x.shape[0], 4, x.shape[2] * s, x.shape[3] * s), float("inf")),
+    )
+    with pytest.raises(LUAError, match="produced NaN/Inf values in float32; reload it with dtype bf16 or fp32"):
+        upscale_latent(tiny_model, torch.randn(1, 4, 16, 16), 2)
+
+
+# --------------------------------------------------------------------------- input errors
+
+
+def test_wrong_channels_names_both_families(tiny_model):
+    with pytest.raises(
+        LatentInputError,
+        match=r"this LUA model expects 4-channel SDXL latents but got 16 channels \(SD3/FLUX.1\); "
+        r"load a LUA model for SD3 or FLUX.1",
+    ):
+        upscale_latent(tiny_model, torch.randn(1, 16, 8, 8), 2)
+
+
+def test_flux_model_given_sdxl_latent():
+    model = make_model(channels=16, family="flux1")
+    with pytest.raises(
+        LatentInputError, match=r"expects 16-channel FLUX.1 latents but got 4 channels \(SD1.x/SD2.x/SDXL\)"
+    ):
+        upscale_latent(model, torch.randn(1, 4, 8, 8), 2)
+
+
+def test_flux2_latents_are_not_supported_yet():
+    model = make_model(channels=16, family="flux1")
+    with pytest.raises(LatentInputError, match="FLUX.2 latents are not supported yet"):
+        upscale_latent(model, torch.randn(1, 128, 8, 8), 2)
+
+
+def test_unknown_channel_count(tiny_model):
+    with pytest.raises(LatentInputError, match="7 channels .no known image family.*not a latent family LUA knows"):
+        upscale_latent(tiny_model, torch.randn(1, 7, 8, 8), 2)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_input(tiny_model, bad):
+    x = torch.randn(1, 4, 8, 8)
+    x[0, 1, 2, 3] = bad
+    with pytest.raises(LatentInputError, match=r"contains 1 NaN/Inf value\(s\) out of 256"):
+        upscale_latent(tiny_model, x, 2)
+
+
+def test_empty_nested_audio_and_other_shapes(tiny_model):
+    with pytest.raises(LatentInputError, match=r"the latent is empty \(shape \[0, 4, 8, 8\]\)"):
+        upscale_latent(tiny_model, torch.zeros(0, 4, 8, 8), 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "nested tensors are a prototype"
+        nested = torch.nested.nested_tensor([torch.randn(4, 8, 8), torch.randn(4, 8, 10)])
+    with pytest.raises(LatentInputError, match="nested latents .* are not supported"):
+        upscale_latent(tiny_model, nested, 2)
+    with pytest.raises(LatentInputError, match="looks like an audio latent"):
+        upscale_latent(tiny_model, torch.randn(1, 64, 215), 2)
+    with pytest.raises(LatentInputError, match=r"got shape \[4, 8\]"):
+        upscale_latent(tiny_model, torch.randn(4, 8), 2)
+    with pytest.raises(LatentInputError, match="expected a floating-point latent, got torch.int64"):
+        upscale_latent(tiny_model, torch.zeros(1, 4, 8, 8, dtype=torch.long), 2)
+    with pytest.raises(LatentInputError, match="expected a latent tensor, got dict"):
+        upscale_latent(tiny_model, {"samples": torch.zeros(1)}, 2)
+
+
+@pytest.mark.parametrize("scale", [0.5, 4.5, float("nan")])
+def test_scale_out_of_range(tiny_model, scale):
+    with pytest.raises(LatentInputError, match="scale"):
+        upscale_latent(tiny_model, torch.randn(1, 4, 8, 8), scale)
+
+
+def test_scale_beyond_the_models_heads():
+    model = make_model(scales=(2,))
+    with pytest.raises(LatentInputError, match=r"scale 3 is outside what this model can do \(1 to 2; heads x2\)"):
+        upscale_latent(model, torch.randn(1, 4, 8, 8), 3)
