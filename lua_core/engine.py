@@ -154,6 +154,15 @@ def bytes_per_pixel(model: LUAModel, scale: int) -> int:
     return int((trunk + head) * 1.5)
 
 
+def estimate_memory(model: LUAModel, shape: tuple[int, ...] | torch.Size, scale: float) -> int:
+    """Bytes an untiled run of a latent of `shape` needs on the model's device (weights included)."""
+    head = pick_head(model, scale) if scale > 1 else min(model.scales)
+    n = shape[0] * (shape[2] if len(shape) == 5 else 1)
+    pixels = shape[-2] * shape[-1]
+    weights = sum(p.numel() * p.element_size() for p in model.net.parameters())
+    return weights + n * pixels * bytes_per_pixel(model, head) + mask_bytes(model, max(shape[-2:]))
+
+
 def mask_bytes(model: LUAModel, tile: int) -> int:
     """Peak bytes of the shift masks at a tile size (edge windows only)."""
     cfg = model.config

@@ -115,27 +115,34 @@ def window_order(height: int, width: int, window: int, shift: int) -> torch.Tens
 class WindowLayout:
     """How one kind of block (plain or shifted) cuts a padded image into windows.
 
-    Windows are reordered so the ones that need no shift mask come first: attention
-    runs on them with the bias alone, and only the `masked` tail pays for a full mask.
+    Windows are reordered by shift-mask pattern: every window of a group shares one
+    [N, N] mask (there are at most four: none, bottom row, right column, corner), so
+    attention runs once per group with a broadcast [1, nH, N, N] mask instead of a
+    materialised per-window one.
     """
 
     order: torch.Tensor  # [H*W] gather index, tokens in window order
     inverse: torch.Tensor  # [H*W] gather index back to row-major
-    unmasked: int  # number of leading windows without a shift mask
-    mask: torch.Tensor | None  # [nW - unmasked, N, N] additive mask for the rest
+    groups: list[tuple[int, torch.Tensor | None]]  # (windows, shared mask or None), in window order
+    full_mask: torch.Tensor | None  # [nW, N, N] in window order (for the batched training path)
 
     @classmethod
     def build(cls, height: int, width: int, window: int, shift: int, device: torch.device) -> WindowLayout:
         order = window_order(height, width, window, shift)
+        groups: list[tuple[int, torch.Tensor | None]] = [(order.shape[0], None)]
+        full = None
         if shift:
-            full = shift_window_mask(height, width, window, shift)
-            needs = full.flatten(1).ne(0).any(1)
-            perm = torch.cat([torch.nonzero(~needs).flatten(), torch.nonzero(needs).flatten()])
-            order, unmasked, mask = order[perm], int((~needs).sum()), full[needs].to(device)
-        else:
-            unmasked, mask = order.shape[0], None
+            masks = shift_window_mask(height, width, window, shift)
+            patterns, pattern_of = torch.unique(masks, dim=0, return_inverse=True)
+            zero = [i for i in range(len(patterns)) if not patterns[i].any()]
+            ranks = zero + [i for i in range(len(patterns)) if i not in zero]  # unmasked group first
+            perm = torch.cat([torch.nonzero(pattern_of == r).flatten() for r in ranks])
+            order, full = order[perm], masks[perm].to(device)
+            groups = [
+                (int((pattern_of == r).sum()), None if r in zero else patterns[r].to(device)) for r in ranks
+            ]
         order = order.flatten()
-        return cls(order.to(device), torch.argsort(order).to(device), unmasked, mask)
+        return cls(order.to(device), torch.argsort(order).to(device), groups, full)
 
 
 @dataclass
@@ -180,10 +187,9 @@ class WindowAttention(nn.Module):
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def position_bias(self) -> torch.Tensor:
-        """[nH, N, N] bias gathered from the table."""
+        """[nH, N, N] bias gathered from the table (one contiguous gather)."""
         n = self.window * self.window
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        return bias.view(n, n, self.num_heads).permute(2, 0, 1)
+        return self.relative_position_bias_table.t().index_select(1, self.relative_position_index.view(-1)).view(-1, n, n)
 
     def forward(self, windows: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
         """windows [B*nW, N, C] in `layout` order."""
@@ -191,29 +197,27 @@ class WindowAttention(nn.Module):
         qkv = self.qkv(windows).view(bnw, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         bias = self.position_bias().to(q.dtype).unsqueeze(0)
-        if layout.mask is None:
+        if layout.full_mask is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         elif torch.is_grad_enabled() and (bias.requires_grad or q.requires_grad):
             # Training: one batched call (fused CPU kernels cannot take a mask that needs gradients anyway).
-            nw = layout.unmasked + layout.mask.shape[0]
-            shift = torch.cat([layout.mask.new_zeros(layout.unmasked, n, n), layout.mask]).to(q.dtype)
-            mask = (shift.unsqueeze(1) + bias).unsqueeze(0)
+            nw = layout.full_mask.shape[0]
+            mask = (layout.full_mask.to(q.dtype).unsqueeze(1) + bias).unsqueeze(0)
             q, k, v = (t.reshape(bnw // nw, nw, self.num_heads, n, self.head_dim) for t in (q, k, v))
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
-            # Inference, per image: unmasked windows share the broadcast bias; the masked tail gets
-            # a 4-D [nM, nH, N, N] mask (a 5-D broadcast mask would push SDPA onto its slow math path).
-            tail_mask = layout.mask.to(q.dtype).unsqueeze(1) + bias
-            nw, nu = layout.unmasked + layout.mask.shape[0], layout.unmasked
+            # Inference: one fused SDPA call per image and mask group, each with a broadcast 4-D mask
+            # (a 5-D or per-window mask would push SDPA onto its slow math path or copy the mask).
+            masks = [bias if m is None else bias + m.to(q.dtype) for _, m in layout.groups]
+            nw = layout.full_mask.shape[0]
             parts = []
-            for i in range(0, bnw, nw):
-                if nu:
-                    parts.append(
-                        F.scaled_dot_product_attention(q[i : i + nu], k[i : i + nu], v[i : i + nu], attn_mask=bias)
-                    )
-                j = slice(i + nu, i + nw)
-                parts.append(F.scaled_dot_product_attention(q[j], k[j], v[j], attn_mask=tail_mask))
-            out = parts[0] if len(parts) == 1 else torch.cat(parts)
+            for image in range(0, bnw, nw):
+                start = image
+                for (count, _), mask in zip(layout.groups, masks):
+                    j = slice(start, start + count)
+                    parts.append(F.scaled_dot_product_attention(q[j], k[j], v[j], attn_mask=mask))
+                    start += count
+            out = torch.cat(parts)
         out = out.reshape(bnw, self.num_heads, n, self.head_dim).transpose(1, 2).reshape(bnw, n, c)
         return self.proj(out)
 
