@@ -28,7 +28,16 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 CONFIGS = {
     "official-flux": {},  # LUAConfig() defaults = the released LUA-FLUX network
-    "small": dict(in_chans=4, out_chans=4, embed_dim=64, depths=(4, 4, 4, 4), num_heads=(2, 2, 2, 2), window_size=8, img_size=16, head_num_feat=64),
+    "small": dict(
+        in_chans=4,
+        out_chans=4,
+        embed_dim=64,
+        depths=(4, 4, 4, 4),
+        num_heads=(2, 2, 2, 2),
+        window_size=8,
+        img_size=16,
+        head_num_feat=64,
+    ),
 }
 
 
@@ -134,10 +143,28 @@ def main() -> None:
     results = []
     for config, size, dtype, impl in cases(args.device, args.quick):
         repeats = 1 if size >= 256 else args.repeats
-        cmd = [sys.executable, __file__, "--device", args.device, "--case", config, str(size), dtype, impl, str(repeats), "2"]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--device",
+            args.device,
+            "--case",
+            config,
+            str(size),
+            dtype,
+            impl,
+            str(repeats),
+            "2",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            row = {"config": config, "size": size, "dtype": dtype, "impl": impl, "error": proc.stderr.strip().splitlines()[-1]}
+            row = {
+                "config": config,
+                "size": size,
+                "dtype": dtype,
+                "impl": impl,
+                "error": proc.stderr.strip().splitlines()[-1],
+            }
         else:
             row = json.loads(proc.stdout.strip().splitlines()[-1])
         results.append(row)
@@ -145,11 +172,37 @@ def main() -> None:
     summary = {}
     for config in CONFIGS:
         for size in (64, 128):
-            ours = next((r for r in results if r.get("config") == config and r["size"] == size and r["impl"] == "ours" and r["dtype"] == "fp32" and "median_ms" in r), None)
-            ref = next((r for r in results if r.get("config") == config and r["size"] == size and r["impl"] == "reference" and "median_ms" in r), None)
+            ours = next(
+                (
+                    r
+                    for r in results
+                    if r.get("config") == config
+                    and r["size"] == size
+                    and r["impl"] == "ours"
+                    and r["dtype"] == "fp32"
+                    and "median_ms" in r
+                ),
+                None,
+            )
+            ref = next(
+                (
+                    r
+                    for r in results
+                    if r.get("config") == config and r["size"] == size and r["impl"] == "reference" and "median_ms" in r
+                ),
+                None,
+            )
             if ours and ref:
                 summary[f"{config}_{size}_fp32_speedup_vs_reference"] = round(ref["median_ms"] / ours["median_ms"], 2)
-            best = min((r for r in results if r.get("config") == config and r["size"] == size and r["impl"] == "ours" and "median_ms" in r), key=lambda r: r["median_ms"], default=None)
+            best = min(
+                (
+                    r
+                    for r in results
+                    if r.get("config") == config and r["size"] == size and r["impl"] == "ours" and "median_ms" in r
+                ),
+                key=lambda r: r["median_ms"],
+                default=None,
+            )
             if best:
                 summary[f"{config}_{size}_x2_best_ms"] = {"ms": best["median_ms"], "dtype": best["dtype"]}
     out = {

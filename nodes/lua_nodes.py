@@ -9,7 +9,6 @@ import torch
 from ..lua_core import LUAModel, check_latent, load_model, upscale_latent
 from ..lua_core.engine import estimate_memory
 from ..lua_core.model import resolve_dtype
-
 from .model_folders import list_models, resolve_model
 
 
@@ -28,7 +27,9 @@ class LUAModelLoader:
             "required": {
                 "model_name": (
                     list_models(),
-                    {"tooltip": "LUA model file from models/lua (or models/latent_upscale_models, or the pack's bundled models)."},
+                    {
+                        "tooltip": "LUA model file from models/lua (or models/latent_upscale_models, or the pack's bundled models)."
+                    },
                 ),
                 "dtype": (
                     ["auto", "fp32", "bf16", "fp16"],

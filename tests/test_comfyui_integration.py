@@ -73,7 +73,18 @@ def server(tmp_path_factory):
     python = os.environ.get("LUA_COMFYUI_PYTHON", sys.executable)
     log = open(base / "comfyui.log", "w")
     proc = subprocess.Popen(
-        [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base), "--disable-auto-launch"],
+        [
+            python,
+            "main.py",
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--base-directory",
+            str(base),
+            "--disable-auto-launch",
+        ],
         cwd=COMFY,
         stdout=log,
         stderr=subprocess.STDOUT,

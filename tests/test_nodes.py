@@ -68,7 +68,16 @@ def test_registration_merges_an_existing_entry_and_is_idempotent(lua_dir, tmp_pa
     paths, exts = folder_paths.folder_names_and_paths["lua"]
     assert paths == [extra, str(lua_dir), folders.PACK_MODELS]
     assert {".safetensors", ".sft", ".pth"} <= set(exts)
-    assert folder_paths.supported_pt_extensions == {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
+    assert folder_paths.supported_pt_extensions == {
+        ".ckpt",
+        ".pt",
+        ".pt2",
+        ".bin",
+        ".pth",
+        ".safetensors",
+        ".pkl",
+        ".sft",
+    }
 
 
 def test_registration_creates_the_folder_key(lua_dir):
@@ -96,7 +105,9 @@ def test_listing_covers_lua_core_folder_and_bundled_models(lua_dir, tmp_path):
 # --------------------------------------------------------------------------- loading
 
 
-@pytest.mark.parametrize("name,container", [("m.safetensors", "safetensors"), ("m.sft", "safetensors"), ("m.pth", "pth")])
+@pytest.mark.parametrize(
+    "name,container", [("m.safetensors", "safetensors"), ("m.sft", "safetensors"), ("m.pth", "pth")]
+)
 def test_loads_each_format(lua_dir, name, container):
     save_tiny(lua_dir / name, channels=16, family="flux1", container=container)
     handle = load(name)
@@ -105,7 +116,10 @@ def test_loads_each_format(lua_dir, name, container):
     assert handle.patcher.load_device == mm.get_torch_device()
 
 
-@pytest.mark.parametrize("choice,dtype", [("auto", torch.float32), ("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)])
+@pytest.mark.parametrize(
+    "choice,dtype",
+    [("auto", torch.float32), ("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)],
+)
 def test_dtype_choice(lua_dir, choice, dtype):
     save_tiny(lua_dir / "m.safetensors")
     assert load("m.safetensors", choice).model.dtype == dtype
@@ -189,14 +203,23 @@ def test_interruption_stops_between_tiles(sdxl_handle):
 
 
 def test_wrong_family_message(sdxl_handle):
-    with pytest.raises(LatentInputError, match=r"expects 4-channel SDXL latents but got 16 channels \(SD3/FLUX.1\); load a LUA model for SD3 or FLUX.1"):
+    with pytest.raises(
+        LatentInputError,
+        match=r"expects 4-channel SDXL latents but got 16 channels \(SD3/FLUX.1\); load a LUA model for SD3 or FLUX.1",
+    ):
         Upscale().upscale(sdxl_handle, {"samples": torch.randn(1, 16, 8, 8)}, 2.0, 0)
     assert mm.load_calls == [], "the model must not be moved to the GPU for a latent it cannot take"
 
 
 def test_non_lua_file_message(lua_dir):
-    save_file({"conv_first.weight": torch.zeros(64, 3, 3, 3), "RRDB_trunk.0.RDB1.conv1.weight": torch.zeros(1)}, str(lua_dir / "4x_esrgan.safetensors"))
-    with pytest.raises(CheckpointError, match="4x_esrgan.safetensors looks like a pixel-space ESRGAN/RRDB upscaler, not a LUA latent model"):
+    save_file(
+        {"conv_first.weight": torch.zeros(64, 3, 3, 3), "RRDB_trunk.0.RDB1.conv1.weight": torch.zeros(1)},
+        str(lua_dir / "4x_esrgan.safetensors"),
+    )
+    with pytest.raises(
+        CheckpointError,
+        match="4x_esrgan.safetensors looks like a pixel-space ESRGAN/RRDB upscaler, not a LUA latent model",
+    ):
         load("4x_esrgan.safetensors")
 
 
@@ -210,7 +233,10 @@ def test_out_of_memory_at_the_smallest_tile(sdxl_handle, monkeypatch):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
     monkeypatch.setattr(sdxl_handle.model.net, "forward", oom)
-    with pytest.raises(UpscaleOutOfMemoryError, match="out of memory on cpu even with 32x32 latent tiles and batch 1.*unload other models"):
+    with pytest.raises(
+        UpscaleOutOfMemoryError,
+        match="out of memory on cpu even with 32x32 latent tiles and batch 1.*unload other models",
+    ):
         Upscale().upscale(sdxl_handle, {"samples": torch.randn(1, 4, 64, 64)}, 2.0, 0)
 
 

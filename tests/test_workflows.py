@@ -90,9 +90,16 @@ def test_ui_workflow_is_consistent(path):
         target = nodes[dst]["inputs"][target_slot]
         assert target["link"] == link_id and target["type"] == kind
     required_sockets = [
-        (n["id"], s["name"]) for n in ui["nodes"] for s in n["inputs"] if s["name"] in node_spec(n["type"])["input"]["required"]
+        (n["id"], s["name"])
+        for n in ui["nodes"]
+        for s in n["inputs"]
+        if s["name"] in node_spec(n["type"])["input"]["required"]
     ]
-    unlinked = [(i, name) for i, name in required_sockets if next(s for s in nodes[i]["inputs"] if s["name"] == name)["link"] is None]
+    unlinked = [
+        (i, name)
+        for i, name in required_sockets
+        if next(s for s in nodes[i]["inputs"] if s["name"] == name)["link"] is None
+    ]
     assert unlinked == [], f"required inputs left unconnected: {unlinked}"
 
 

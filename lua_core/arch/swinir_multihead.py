@@ -138,9 +138,7 @@ class WindowLayout:
             ranks = zero + [i for i in range(len(patterns)) if i not in zero]  # unmasked group first
             perm = torch.cat([torch.nonzero(pattern_of == r).flatten() for r in ranks])
             order, full = order[perm], masks[perm].to(device)
-            groups = [
-                (int((pattern_of == r).sum()), None if r in zero else patterns[r].to(device)) for r in ranks
-            ]
+            groups = [(int((pattern_of == r).sum()), None if r in zero else patterns[r].to(device)) for r in ranks]
         order = order.flatten()
         return cls(order.to(device), torch.argsort(order).to(device), groups, full)
 
@@ -189,7 +187,9 @@ class WindowAttention(nn.Module):
     def position_bias(self) -> torch.Tensor:
         """[nH, N, N] bias gathered from the table (one contiguous gather)."""
         n = self.window * self.window
-        return self.relative_position_bias_table.t().index_select(1, self.relative_position_index.view(-1)).view(-1, n, n)
+        return (
+            self.relative_position_bias_table.t().index_select(1, self.relative_position_index.view(-1)).view(-1, n, n)
+        )
 
     def forward(self, windows: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
         """windows [B*nW, N, C] in `layout` order."""

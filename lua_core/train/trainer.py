@@ -310,7 +310,7 @@ class Trainer:
             "stage": STAGE_NAMES[stage],
             "heads": heads,
             "loss": float(loss.detach()),
-            **{k: float(v) for k, v in terms.items()},
+            **{k: float(v.detach()) for k, v in terms.items()},
             "grad_norm": float(grad_norm),
             "lr": lr,
         }

@@ -35,7 +35,9 @@ def module_size(module: torch.nn.Module) -> int:
     return sum(t.nelement() * t.element_size() for t in module.state_dict().values())
 
 
-def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None, force_full_load=False):
+def load_models_gpu(
+    models, memory_required=0, force_patch_weights=False, minimum_memory_required=None, force_full_load=False
+):
     load_calls.append({"models": list(models), "memory_required": memory_required, "force_full_load": force_full_load})
     for m in models:
         m.model.to(m.load_device)
