@@ -83,6 +83,10 @@ def run_case(config: str, size: int, dtype: str, impl: str, device: str, repeats
         sync()
         times.append(time.perf_counter() - t0)
     result = {"config": config, "size": size, "scale": scale, "dtype": dtype, "impl": impl, "device": device}
+    from lua_core.engine import estimate_memory
+
+    weights = sum(p.numel() * p.element_size() for p in net.parameters())
+    result["auto_tiling_estimate_mb"] = round((estimate_memory(model, x.shape, scale) - weights) / 2**20, 1)
     result["median_ms"] = round(statistics.median(times) * 1000, 3)
     result["min_ms"] = round(min(times) * 1000, 3)
     if device.startswith("cuda"):

@@ -242,7 +242,9 @@ def build_network(
     if foreign:
         raise CheckpointError(f"{name} looks like {foreign}. Pick a LUA model file (models/lua).")
     if "lua.config" in meta:
-        version = int(meta.get("lua.format_version", "1"))
+        version = int(meta.get("lua.format_version", "1")) if meta.get("lua.format_version", "1").isdigit() else 0
+        if version < 1:
+            raise CheckpointError(f"{name}: unreadable lua.format_version {meta['lua.format_version']!r}")
         if version > FORMAT_VERSION:
             raise CheckpointError(
                 f"{name} uses LUA file format v{version}; this version of the pack reads up to v{FORMAT_VERSION}. "
@@ -250,10 +252,10 @@ def build_network(
             )
         try:
             config = LUAConfig.from_dict(json.loads(meta["lua.config"]))
+            family = get_family(meta["lua.family"]) if meta.get("lua.family") else None
+            provenance = json.loads(meta.get("lua.provenance", "{}"))
         except (ValueError, TypeError) as e:
-            raise CheckpointError(f"{name}: metadata 'lua.config' is not a valid LUA config: {e}") from e
-        family = get_family(meta["lua.family"]) if meta.get("lua.family") else None
-        provenance = json.loads(meta.get("lua.provenance", "{}"))
+            raise CheckpointError(f"{name}: its LUA metadata is damaged ({e}); re-export or re-convert the file") from e
         info = ModelInfo(config, family, provenance, "safetensors")
     else:
         try:

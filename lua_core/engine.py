@@ -29,13 +29,13 @@ ProgressFn = Callable[[int, int], None]
 
 def check_latent(model: LUAModel, samples: object) -> None:
     """Raise LatentInputError with an actionable message if `samples` cannot go through `model`."""
-    if not isinstance(samples, torch.Tensor):
-        raise LatentInputError(f"expected a latent tensor, got {type(samples).__name__}")
-    if samples.is_nested:
+    if getattr(samples, "is_nested", False):  # torch.nested and ComfyUI's own NestedTensor
         raise LatentInputError(
-            "nested latents (a batch of differently sized latents) are not supported; "
+            "nested latents (a batch of differently sized latents, or audio+video) are not supported; "
             "upscale each latent separately or resize them to one size first"
         )
+    if not isinstance(samples, torch.Tensor):
+        raise LatentInputError(f"expected a latent tensor, got {type(samples).__name__}")
     if samples.ndim == 3:
         raise LatentInputError(
             f"expected an image latent [B, C, h, w] or video latent [B, C, T, h, w], got 3-D shape "
@@ -133,7 +133,7 @@ def free_memory(device: torch.device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    if device.type == "mps":
+    if device.type == "mps" and hasattr(torch.mps, "recommended_max_memory"):
         return max(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory(), 1 << 30)
     try:
         with open("/proc/meminfo") as f:
@@ -163,6 +163,13 @@ def estimate_memory(model: LUAModel, shape: tuple[int, ...] | torch.Size, scale:
     return weights + n * pixels * bytes_per_pixel(model, head) + mask_bytes(model, max(shape[-2:]))
 
 
+def working_memory(model: LUAModel, shape: tuple[int, ...] | torch.Size, scale: float) -> int:
+    """Bytes for one image at a moderate tile (at most 8 windows a side): what to reserve before a run."""
+    side = min(max(shape[-2:]), 8 * model.config.window_size)
+    weights = sum(p.numel() * p.element_size() for p in model.net.parameters())
+    return estimate_memory(model, (1, shape[1], side, side), scale) - weights
+
+
 def mask_bytes(model: LUAModel, tile: int) -> int:
     """Peak bytes of the shift masks at a tile size (edge windows only)."""
     cfg = model.config
@@ -171,9 +178,15 @@ def mask_bytes(model: LUAModel, tile: int) -> int:
     return windows * max(cfg.num_heads) * n * n * 4 * 2
 
 
+OOM_ERRORS = (
+    getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),
+    MemoryError,
+)  # torch < 2.5 lacks the alias
+
+
 def is_oom(err: BaseException) -> bool:
     """True for out-of-memory errors from any backend."""
-    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+    if isinstance(err, OOM_ERRORS) and not isinstance(err, UpscaleOutOfMemoryError):
         return True
     text = str(err).lower()
     return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
@@ -197,10 +210,12 @@ class TilePlan:
 
 
 def tile_spans(size: int, tile: int, overlap: int, window: int) -> list[tuple[int, int]]:
-    """[start, end) of each tile along one axis.
+    """[start, end) of each tile along one axis, every neighbour overlapping by at least `overlap`.
 
     Starts are multiples of the window so every tile cuts the same windows as an untiled
-    run; only context beyond a tile's edge differs, and the feather hides that.
+    run; only context beyond a tile's edge differs, and the feather hides that. The last
+    tile is aligned to the end, so it may overlap more than one neighbour; blending
+    normalises by the summed weights, so that only costs a little extra work.
     """
     if size <= tile:
         return [(0, size)]
@@ -226,7 +241,8 @@ def plan_tiles(
     win = model.config.window_size
     floor = min_tile(model)
     if tile_size:
-        tile = max(floor, int(tile_size))
+        # whole windows, no smaller than the floor, no larger than the latent (a bigger tile only wastes OOM retries)
+        tile = min(max(floor, int(tile_size) // win * win), max(floor, -(-max(h, w) // win) * win))
         batch = n
     else:
         budget = memory_budget if memory_budget is not None else int(free_memory(model.device) * 0.6)
@@ -257,7 +273,8 @@ def feather(spans: list[tuple[int, int]], i: int, scale: int, margin: int, devic
 
     Inside an overlap the weight is 0 for the `margin` pixels nearest the tile's own edge
     (where the last, cyclically shifted window lacks real context), then ramps linearly to 1.
-    The neighbour's ramp is the mirror image, so the two always sum to 1.
+    The neighbour's ramp is the mirror image; run_tiled divides by the summed weights, so
+    the blend is exact wherever two or more tiles meet.
     """
     start, end = spans[i]
     r = torch.ones((end - start) * scale, device=device)
@@ -368,23 +385,26 @@ def _run_with_fallback(
     model: LUAModel, x: torch.Tensor, scale: int, plan: TilePlan, progress: ProgressFn | None
 ) -> torch.Tensor:
     floor = min_tile(model)
+    win = model.config.window_size
     while True:
         try:
             return run_tiled(model, x, scale, plan, progress)
         except Exception as err:  # noqa: BLE001 - only OOM is handled, everything else re-raised
             if not is_oom(err):
                 raise
-            _release_memory(model.device)
-            if plan.tile > floor and plan.tile > 0:
-                new_tile = max(floor, plan.tile // 2 // model.config.window_size * model.config.window_size)
-                log.warning("LUA: out of memory with %d px tiles, retrying with %d", plan.tile, new_tile)
-                plan = TilePlan(new_tile, min(plan.overlap, new_tile // 2), plan.batch)
-            elif plan.batch > 1:
-                log.warning("LUA: out of memory with batch chunk %d, retrying with %d", plan.batch, plan.batch // 2)
-                plan = TilePlan(plan.tile, plan.overlap, plan.batch // 2)
-            else:
-                raise UpscaleOutOfMemoryError(
-                    f"out of memory on {model.device} even with {plan.tile}x{plan.tile} latent tiles and batch 1 "
-                    f"({x.shape[-2]}x{x.shape[-1]} latent, model in {str(model.dtype).replace('torch.', '')}); "
-                    "free memory (unload other models), load the LUA model in bf16/fp16, or run on the CPU"
-                ) from err
+            failure = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        # outside the except block, so the failed attempt's tensors are no longer referenced
+        _release_memory(model.device)
+        if plan.tile > floor:
+            new_tile = max(floor, plan.tile // 2 // win * win)
+            log.warning("LUA: out of memory with %d px tiles, retrying with %d", plan.tile, new_tile)
+            plan = TilePlan(new_tile, min(plan.overlap, new_tile // 2), plan.batch)
+        elif plan.batch > 1:
+            log.warning("LUA: out of memory with batch chunk %d, retrying with %d", plan.batch, plan.batch // 2)
+            plan = TilePlan(plan.tile, plan.overlap, plan.batch // 2)
+        else:
+            raise UpscaleOutOfMemoryError(
+                f"out of memory on {model.device} even with {plan.tile}x{plan.tile} latent tiles and batch 1 "
+                f"({x.shape[-2]}x{x.shape[-1]} latent, model in {str(model.dtype).replace('torch.', '')}); "
+                f"free memory (unload other models), load the LUA model in bf16/fp16, or run on the CPU [{failure}]"
+            )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..lua_core import LUAModel, check_latent, load_model, upscale_latent
-from ..lua_core.engine import estimate_memory
+from ..lua_core.engine import working_memory
 from ..lua_core.model import resolve_dtype
 from .model_folders import list_models, resolve_model
 
@@ -110,9 +110,11 @@ class LUALatentUpscale:
 
         latent = samples["samples"]
         check_latent(lua_model.model, latent)  # wrong family etc. before any GPU work
+        # ask ComfyUI to make room for one working tile, not the whole latent: tiling adapts to what is free,
+        # and asking for more would evict the diffusion model and VAE on every run
         mm.load_models_gpu(
             [lua_model.patcher],
-            memory_required=estimate_memory(lua_model.model, latent.shape, scale_by),
+            memory_required=working_memory(lua_model.model, latent.shape, scale_by),
             force_full_load=True,
         )
         bar = comfy.utils.ProgressBar(1)

@@ -78,7 +78,7 @@ def _block(x, sd, p, hw, ws, heads, shift):
     return x + y
 
 
-def reference_forward(sd: dict, x: torch.Tensor, scale: int, window: int) -> torch.Tensor:
+def reference_forward(sd: dict, x: torch.Tensor, scale: int, window: int, input_skip: str = "none") -> torch.Tensor:
     """Official-style inference: reflect pad, trunk, one head, crop. x is [B, C, h, w]."""
     sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
     x = x.float()
@@ -115,4 +115,6 @@ def reference_forward(sd: dict, x: torch.Tensor, scale: int, window: int) -> tor
         y = F.pixel_shuffle(y, factor)
         k += 2
     y = _conv(y, sd, hp + "conv_last")
+    if input_skip == "bicubic":
+        y = y + F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
     return y[:, :, : h0 * scale, : w0 * scale]

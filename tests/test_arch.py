@@ -115,3 +115,45 @@ def test_size_cache_is_bounded_and_harmless():
         again = model.net(x, 2)
     assert len(model.net._size_cache) <= 16
     assert torch.equal(first, again)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_bicubic_input_skip(scale):
+    """Our small models may learn a residual over bicubic; at init (zeroed last conv) they are exactly bicubic."""
+    import torch.nn.functional as F
+
+    fresh = make_model(input_skip="bicubic")
+    x = torch.randn(1, 4, 16, 24)
+    with torch.no_grad():
+        y = fresh.net(x, scale)
+    assert torch.allclose(y, F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False), atol=1e-6)
+    model = make_model(input_skip="bicubic")
+    with torch.no_grad():
+        for p in model.net.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+        x = torch.randn(1, 4, 13, 21)
+        ours = run_network(model, x, scale)
+        ref = reference_forward(model.net.state_dict(), x, scale, 8, input_skip="bicubic")
+    assert (ours - ref).abs().max().item() <= 1e-4
+
+
+def test_new_weights_take_effect_immediately():
+    """No cached tensor may outlive a weight change (load_state_dict between calls)."""
+    model = make_model()
+    x = torch.randn(1, 4, 16, 16)
+    with torch.no_grad():
+        a = model.net(x, 2)
+        other = make_model(seed=9).net.state_dict()
+        model.net.load_state_dict(other)
+        b = model.net(x, 2)
+        fresh = make_model(seed=9).net(x, 2)
+    assert not torch.equal(a, b) and torch.equal(b, fresh)
+
+
+def test_moving_the_model_drops_cached_size_tensors():
+    model = make_model()
+    with torch.no_grad():
+        model.net(torch.randn(1, 4, 16, 16), 2)
+    assert model.net._size_cache
+    model.to(dtype=torch.bfloat16)
+    assert not model.net._size_cache

@@ -224,3 +224,18 @@ def test_read_state_dict_gives_metadata(tmp_path):
     make_model().save(path)
     sd, meta = read_state_dict(path)
     assert "conv_first.weight" in sd and meta["lua.family"] == "sdxl"
+
+
+def test_damaged_metadata_is_a_checkpoint_error(tmp_path):
+    path = tmp_path / "m.safetensors"
+    make_model().save(path)
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata())
+    for key, value in (("lua.family", "sdxxl"), ("lua.provenance", "{not json"), ("lua.format_version", "one")):
+        broken = {**meta, key: value}
+        save_file(load_file(str(path)), str(tmp_path / "b.safetensors"), metadata=broken)
+        with pytest.raises(CheckpointError, match="b.safetensors"):
+            load_model(tmp_path / "b.safetensors")

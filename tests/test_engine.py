@@ -73,11 +73,23 @@ def test_same_input_same_output(tiny_model):
 # --------------------------------------------------------------------------- tiling
 
 
-def test_tile_spans_are_window_aligned_and_cover():
-    spans = tile_spans(100, 32, 16, 8)
-    assert spans[0][0] == 0 and spans[-1][1] == 100
+@pytest.mark.parametrize(
+    "size,tile,overlap", [(100, 32, 16), (120, 64, 16), (513, 64, 16), (70, 64, 16), (1000, 128, 32)]
+)
+def test_tile_spans_are_window_aligned_and_cover_with_overlap(size, tile, overlap):
+    spans = tile_spans(size, tile, overlap, 8)
+    assert spans[0][0] == 0 and spans[-1][1] == size
     assert all(s % 8 == 0 for s, _ in spans)
     assert all(b[0] < a[1] for a, b in zip(spans, spans[1:])), "consecutive tiles must overlap"
+    assert all(a[1] - b[0] >= overlap for a, b in zip(spans, spans[1:]))
+    assert all(e - s <= tile + 8 for s, e in spans)
+    assert len(spans) <= 2 + (size - tile) // (tile - overlap)
+
+
+def test_caller_tile_size_is_aligned_and_clamped(tiny_model):
+    assert plan_tiles(tiny_model, 1, 20, 20, 2, 4096, None, None).tile == 32  # never bigger than needed
+    assert plan_tiles(tiny_model, 1, 200, 200, 2, 77, None, None).tile == 72  # whole windows
+    assert plan_tiles(tiny_model, 1, 200, 200, 2, 8, None, None).tile == 32  # the floor: four windows
 
 
 @pytest.mark.parametrize("tile", [32, 48])
@@ -244,6 +256,12 @@ def test_empty_nested_audio_and_other_shapes(tiny_model):
         upscale_latent(tiny_model, nested, 2)
     with pytest.raises(LatentInputError, match="looks like an audio latent"):
         upscale_latent(tiny_model, torch.randn(1, 64, 215), 2)
+
+    class ComfyNestedTensor:  # ComfyUI's own container: not a torch.Tensor, but says is_nested
+        is_nested = True
+
+    with pytest.raises(LatentInputError, match="nested latents"):
+        upscale_latent(tiny_model, ComfyNestedTensor(), 2)
     with pytest.raises(LatentInputError, match=r"got shape \[4, 8\]"):
         upscale_latent(tiny_model, torch.randn(4, 8), 2)
     with pytest.raises(LatentInputError, match="expected a floating-point latent, got torch.int64"):

@@ -29,6 +29,13 @@ Loader = PACK.NODE_CLASS_MAPPINGS["LUAModelLoader"]
 Upscale = PACK.NODE_CLASS_MAPPINGS["LUALatentUpscale"]
 
 
+@pytest.fixture(autouse=True)
+def inference_mode_like_comfyui():
+    """ComfyUI executes every node (loaders included) under torch.inference_mode()."""
+    with torch.inference_mode():
+        yield
+
+
 @pytest.fixture
 def lua_dir(tmp_path):
     folder_paths.reset(str(tmp_path / "ComfyUI"))

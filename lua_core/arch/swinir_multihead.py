@@ -35,6 +35,7 @@ class LUAConfig:
     scales: tuple[int, ...] = (2, 4)
     qkv_bias: bool = True
     patch_norm: bool = True
+    input_skip: str = "none"  # "bicubic": heads predict a residual over the bicubic-upsampled input
     drop_path_rate: float = field(default=0.0, compare=False)
 
     def __post_init__(self) -> None:
@@ -50,6 +51,10 @@ class LUAConfig:
             problems.append(f"img_size {self.img_size} must be a positive multiple of window_size {self.window_size}")
         if not self.scales or any(s not in (2, 3, 4, 8) for s in self.scales):
             problems.append(f"scales {self.scales} must be a non-empty subset of 2, 3, 4, 8")
+        if self.input_skip not in ("none", "bicubic"):
+            problems.append(f"input_skip {self.input_skip!r} must be 'none' or 'bicubic'")
+        if self.input_skip == "bicubic" and self.in_chans != self.out_chans:
+            problems.append("input_skip 'bicubic' needs in_chans == out_chans")
         if problems:
             raise ValueError("invalid LUA config: " + "; ".join(problems))
 
@@ -123,24 +128,35 @@ class WindowLayout:
 
     order: torch.Tensor  # [H*W] gather index, tokens in window order
     inverse: torch.Tensor  # [H*W] gather index back to row-major
-    groups: list[tuple[int, torch.Tensor | None]]  # (windows, shared mask or None), in window order
-    full_mask: torch.Tensor | None  # [nW, N, N] in window order (for the batched training path)
+    groups: list[tuple[int, torch.Tensor | None]]  # (windows, shared [N, N] mask or None), in window order
+
+    @property
+    def windows(self) -> int:
+        return sum(count for count, _ in self.groups)
+
+    @property
+    def shifted(self) -> bool:
+        return any(mask is not None for _, mask in self.groups)
+
+    def full_mask(self) -> torch.Tensor:
+        """[nW, N, N] mask in window order (for the batched training path only)."""
+        ref = next(m for _, m in self.groups if m is not None)
+        return torch.cat([ref.new_zeros(c, *ref.shape) if m is None else m.expand(c, -1, -1) for c, m in self.groups])
 
     @classmethod
     def build(cls, height: int, width: int, window: int, shift: int, device: torch.device) -> WindowLayout:
         order = window_order(height, width, window, shift)
         groups: list[tuple[int, torch.Tensor | None]] = [(order.shape[0], None)]
-        full = None
         if shift:
             masks = shift_window_mask(height, width, window, shift)
             patterns, pattern_of = torch.unique(masks, dim=0, return_inverse=True)
             zero = [i for i in range(len(patterns)) if not patterns[i].any()]
             ranks = zero + [i for i in range(len(patterns)) if i not in zero]  # unmasked group first
             perm = torch.cat([torch.nonzero(pattern_of == r).flatten() for r in ranks])
-            order, full = order[perm], masks[perm].to(device)
+            order = order[perm]
             groups = [(int((pattern_of == r).sum()), None if r in zero else patterns[r].to(device)) for r in ranks]
         order = order.flatten()
-        return cls(order.to(device), torch.argsort(order).to(device), groups, full)
+        return cls(order.to(device), torch.argsort(order).to(device), groups)
 
 
 @dataclass
@@ -185,11 +201,10 @@ class WindowAttention(nn.Module):
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def position_bias(self) -> torch.Tensor:
-        """[nH, N, N] bias gathered from the table (one contiguous gather)."""
+        """[nH, N, N] bias gathered from the table (one contiguous gather; cheap, so not cached)."""
         n = self.window * self.window
-        return (
-            self.relative_position_bias_table.t().index_select(1, self.relative_position_index.view(-1)).view(-1, n, n)
-        )
+        table = self.relative_position_bias_table
+        return table.t().index_select(1, self.relative_position_index.view(-1)).view(-1, n, n)
 
     def forward(self, windows: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
         """windows [B*nW, N, C] in `layout` order."""
@@ -197,19 +212,19 @@ class WindowAttention(nn.Module):
         qkv = self.qkv(windows).view(bnw, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         bias = self.position_bias().to(q.dtype).unsqueeze(0)
-        if layout.full_mask is None:
+        if not layout.shifted:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         elif torch.is_grad_enabled() and (bias.requires_grad or q.requires_grad):
             # Training: one batched call (fused CPU kernels cannot take a mask that needs gradients anyway).
-            nw = layout.full_mask.shape[0]
-            mask = (layout.full_mask.to(q.dtype).unsqueeze(1) + bias).unsqueeze(0)
+            nw = layout.windows
+            mask = (layout.full_mask().to(q.dtype).unsqueeze(1) + bias).unsqueeze(0)
             q, k, v = (t.reshape(bnw // nw, nw, self.num_heads, n, self.head_dim) for t in (q, k, v))
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
             # Inference: one fused SDPA call per image and mask group, each with a broadcast 4-D mask
             # (a 5-D or per-window mask would push SDPA onto its slow math path or copy the mask).
             masks = [bias if m is None else bias + m.to(q.dtype) for _, m in layout.groups]
-            nw = layout.full_mask.shape[0]
+            nw = layout.windows
             parts = []
             for image in range(0, bnw, nw):
                 start = image
@@ -243,12 +258,11 @@ class SwinBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, cfg.window_size, num_heads, cfg.qkv_bias)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio))
+        self.mlp = Mlp(dim, round(dim * cfg.mlp_ratio))
         self.drop_path = DropPath(drop_path)
         mask = shift_window_mask(cfg.img_size, cfg.img_size, cfg.window_size, shift) if shift else None
         # persistent because the official file stores it (odd blocks only; None buffers are not saved)
         self.register_buffer("attn_mask", mask)
-        self.img_size = cfg.img_size
 
     def forward(self, x: torch.Tensor, ctx: SizeContext) -> torch.Tensor:
         """x [B, H*W, C] tokens, row-major, H and W multiples of the window."""
@@ -334,6 +348,15 @@ class SwinIRMultiHead(nn.Module):
         )
         self._size_cache: dict[tuple, SizeContext] = {}
         self.apply(_init_weights)
+        if cfg.input_skip == "bicubic":
+            for head in self.heads.values():  # start as exact bicubic; training learns the residual
+                nn.init.zeros_(head.conv_last.weight)
+                nn.init.zeros_(head.conv_last.bias)
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to()/.cuda()/.half() must not leave cached index tensors and masks behind on the old device
+        self._size_cache.clear()
+        return super()._apply(fn, *args, **kwargs)
 
     def size_context(self, height: int, width: int, device: torch.device) -> SizeContext:
         """Token orders and shift mask for a padded size, computed once per (size, device) and cached."""
@@ -364,7 +387,10 @@ class SwinIRMultiHead(nn.Module):
         """Run the trunk and the head for `scale` (2 or 4 in the official weights)."""
         head = self.heads[f"x{scale}"]
         x = x.contiguous(memory_format=torch.channels_last)
-        return head(self.forward_features(x))
+        out = head(self.forward_features(x))
+        if self.config.input_skip == "bicubic":
+            out = out + F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+        return out
 
 
 def _init_weights(m: nn.Module) -> None:

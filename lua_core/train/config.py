@@ -7,8 +7,6 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import tomllib
-
 from ..arch.swinir_multihead import LUAConfig
 
 
@@ -44,13 +42,16 @@ class TrainConfig:
     img_size: int = _opt(16, "training size recorded in the stored shift masks (a multiple of the window)")
     head_num_feat: int = _opt(64, "width of the pixel-shuffle heads")
     scales: str = _opt("2,4", "heads to train, comma separated (trained jointly)")
+    input_skip: str = _opt(
+        "bicubic", "'bicubic': heads learn a residual over the bicubic-upsampled latent; 'none': as the official model"
+    )
     drop_path: float = _opt(0.0, "stochastic depth rate")
     # optimisation
     batch_size: int = _opt(16, "crops per step per process")
     stage_steps: str = _opt(
-        "2500,800,800", "steps of stage I (latent), II (latent+pixel), III (pixel), comma separated"
+        "1000,300,2400", "steps of stage I (latent), II (latent+pixel), III (pixel), comma separated"
     )
-    lr: float = _opt(2e-4, "Adam learning rate at the start of each stage")
+    lr: float = _opt(1e-3, "Adam learning rate at the start of each stage (the paper: 2e-4)")
     betas_latent: str = _opt("0.9,0.995", "Adam betas in stages I and II")
     betas_pixel: str = _opt("0.9,0.99", "Adam betas in stage III")
     lr_milestones: str = _opt(
@@ -60,9 +61,7 @@ class TrainConfig:
     ema_decay: float = _opt(0.999, "EMA decay of the exported weights (warmed up over the first steps)")
     grad_clip: float = _opt(0.4, "global gradient-norm clip (0 = off)")
     single_head_fraction: float = _opt(0.1, "final fraction of each stage where one random head is trained per step")
-    amp: str = _opt(
-        "auto", "mixed precision: auto (bf16 on CUDA and on CPUs with native bf16, else off), bf16, fp16 (CUDA), off"
-    )
+    amp: str = _opt("auto", "mixed precision: auto (bf16 on CUDA and on CPUs with native bf16, else off), bf16, off")
     # loss weights (paper values)
     w_latent_l1: float = _opt(1.0, "stage I-II: L1 between predicted and HR latents")
     w_latent_fft: float = _opt(0.1, "stage I-II: L1 between latent FFT magnitudes")
@@ -100,6 +99,7 @@ class TrainConfig:
             img_size=self.img_size,
             head_num_feat=self.head_num_feat,
             scales=_ints(self.scales),
+            input_skip=self.input_skip,
             drop_path_rate=self.drop_path,
         )
 
@@ -123,8 +123,8 @@ class TrainConfig:
             problems.append(f"crop {self.crop} must be a multiple of 32 (x4 LR latents are crop/32)")
         if not 0 <= self.val_fraction < 1:
             problems.append("val_fraction must be in [0, 1)")
-        if self.amp not in ("auto", "bf16", "fp16", "off"):
-            problems.append(f"amp must be auto, bf16, fp16 or off, not {self.amp!r}")
+        if self.amp not in ("auto", "bf16", "off"):
+            problems.append(f"amp must be auto, bf16 or off, not {self.amp!r} (fp16 would need loss scaling)")
         if self.decode_crop and self.decode_crop * 8 > self.crop:
             problems.append(f"decode_crop {self.decode_crop} latent px exceeds the HR latent ({self.crop // 8})")
         if self.batch_size < 1:
@@ -156,6 +156,7 @@ PRESETS: dict[str, dict] = {
     # the paper's schedule and the official FLUX network (needs GPUs: ~34 h on 8)
     "paper": {
         "amp": "auto",
+        "lr": 2e-4,
         "crop": 512,
         "embed_dim": 360,
         "depths": "6,6,6,6,6,6",
@@ -165,6 +166,7 @@ PRESETS: dict[str, dict] = {
         "head_num_feat": 256,
         "stage_steps": "125000,125000,125000",
         "decode_crop": 0,
+        "input_skip": "none",
         "max_crops_per_image": 64,
         "log_every": 100,
         "val_every": 5000,
@@ -208,7 +210,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.config:
         path = Path(args.config)
         text = path.read_text()
-        loaded = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        if path.suffix == ".toml":
+            import tomllib  # Python 3.11+; use a JSON config on 3.10
+
+            loaded = tomllib.loads(text)
+        else:
+            loaded = json.loads(text)
         unknown = sorted(set(loaded) - {f.name for f in fields(TrainConfig)})
         if unknown:
             raise ValueError(f"{path.name}: unknown settings {unknown}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from ..tiny_ae import TinyAutoencoder
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 SHARD_SIZE = 256
 
 
@@ -141,8 +140,10 @@ def cache_key(cfg: TrainConfig, images: list[Path], ae: TinyAutoencoder) -> str:
         "seed": cfg.seed,
     }
     h.update(json.dumps(spec, sort_keys=True).encode())
+    root = Path(cfg.data)
     for p in images:
-        h.update(f"{p.name}:{p.stat().st_size}".encode())
+        st = p.stat()
+        h.update(f"{p.relative_to(root).as_posix()}:{st.st_size}:{st.st_mtime_ns}".encode())
     for part in (ae.encoder, ae.decoder):
         for k, v in part.state_dict().items():
             h.update(k.encode())
@@ -182,7 +183,16 @@ def build_cache(cfg: TrainConfig, ae: TinyAutoencoder, cache_dir: Path, progress
                 if split == "train"
                 else [center_box(w, h, cfg.crop)]
             )
-            pending += [img[..., y : y + cfg.crop, x : x + cfg.crop] for x, y in boxes]
+            for x, y in boxes:
+                crop = img[..., y : y + cfg.crop, x : x + cfg.crop]
+                if split == "train":
+                    # Flip the pixels before encoding: a flipped latent is not the latent of the
+                    # flipped image (the tiny encoders are far from flip-equivariant).
+                    if rng.random() < 0.5:
+                        crop = crop.flip(-1)
+                    if rng.random() < 0.5:
+                        crop = crop.flip(-2)
+                pending.append(crop)
             done_images += 1
             while len(pending) >= SHARD_SIZE:
                 shards[split].append(_write_shard(ae, pending[:SHARD_SIZE], cache_dir, split, len(shards[split])))
@@ -224,7 +234,7 @@ def _write_shard(ae: TinyAutoencoder, crops: list[torch.Tensor], cache_dir: Path
 
 
 class LatentPairs:
-    """All cached samples of one split in memory, sampled with flips from a seeded generator."""
+    """All cached samples of one split in memory, sampled from a seeded generator."""
 
     KEYS = ("hr_px", "hr_dec", "z_hr", "z_lr2", "z_lr4")
 
@@ -238,29 +248,14 @@ class LatentPairs:
     def __len__(self) -> int:
         return self.size
 
-    def batch(self, idx: torch.Tensor, flips: torch.Tensor | None = None, device: torch.device | str = "cpu") -> dict:
-        """Samples `idx`; `flips[i] = (h, v)` booleans flip sample i horizontally/vertically."""
+    def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> dict:
+        """Samples `idx` as float tensors (pixels in [0, 1])."""
         out = {}
         for k in self.KEYS:
-            t = self.tensors[k][idx]
-            if flips is not None:
-                t = t.clone()
-                for i, (fh, fv) in enumerate(flips.tolist()):
-                    if fh:
-                        t[i] = t[i].flip(-1)
-                    if fv:
-                        t[i] = t[i].flip(-2)
-            t = t.to(device)
+            t = self.tensors[k][idx].to(device)
             out[k] = t.float() / 255.0 if t.dtype == torch.uint8 else t
         return out
 
     def sample(self, n: int, gen: torch.Generator, device: torch.device | str = "cpu") -> dict:
-        """A random batch with random flips, drawn from `gen` (its state is saved for exact resume)."""
-        idx = torch.randint(0, self.size, (n,), generator=gen)
-        flips = torch.randint(0, 2, (n, 2), generator=gen).bool()
-        return self.batch(idx, flips, device)
-
-
-def steps_per_epoch(n_samples: int, batch: int, world: int) -> int:
-    """Steps for one pass over the cache (for logging)."""
-    return max(1, math.ceil(n_samples / (batch * world)))
+        """A random batch drawn from `gen` (its state is saved for exact resume)."""
+        return self.batch(torch.randint(0, self.size, (n,), generator=gen), device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from .data import LatentPairs, build_cache
 log = logging.getLogger(__name__)
 STAGE_NAMES = ("I-latent", "II-latent+pixel", "III-pixel")
 MODEL_FIELDS = (
+    "input_skip",
     "embed_dim",
     "depths",
     "num_heads",
@@ -120,9 +122,7 @@ def autocast_for(cfg: TrainConfig, device: torch.device):
         mode = "bf16" if device.type == "cuda" or cpu_has_native_bf16() else "off"
     if mode == "off":
         return nullcontext()
-    if mode == "fp16" and device.type != "cuda":
-        raise ValueError("amp fp16 needs CUDA; use bf16 or off on CPU")
-    return torch.autocast(device.type, dtype=torch.bfloat16 if mode == "bf16" else torch.float16)
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def state_checksum(module: nn.Module) -> str:
@@ -170,6 +170,7 @@ class Trainer:
                 self.model,
                 device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=cfg.single_head_fraction > 0,
+                broadcast_buffers=False,  # the only buffers are constant index tables and masks
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.run_dir / "cache"
@@ -182,6 +183,9 @@ class Trainer:
         self.val_set = LatentPairs(cache_dir, self.index["shards"]["val"]) if self.index["shards"]["val"] else None
         self._stop = False
         self.log_path = self.run_dir / "log.jsonl"
+        self.can_plot = importlib.util.find_spec("matplotlib") is not None
+        if not self.can_plot and self.dist.main:
+            self.say("matplotlib is not installed: training runs, but no PNG plots (pip install matplotlib)")
 
     # ------------------------------------------------------------------ state
 
@@ -198,8 +202,8 @@ class Trainer:
         if not self.state_path.is_file():
             raise FileNotFoundError(f"--resume: no {self.state_path}; start without --resume")
         state = torch.load(self.state_path, map_location="cpu", weights_only=True)
-        saved = state["config"]
-        changed = [k for k in MODEL_FIELDS if saved.get(k) != getattr(self.cfg, k)]
+        saved = {**state["config"], "input_skip": state["config"].get("input_skip", "none")}
+        changed = [k for k in MODEL_FIELDS if _norm(saved.get(k)) != _norm(getattr(self.cfg, k))]
         if changed:
             raise ValueError(
                 f"--resume: the run in {self.run_dir} was trained with different {changed}; use a new --run-dir"
@@ -208,9 +212,25 @@ class Trainer:
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
         self.step = int(state["step"])
-        self.gen.set_state(state["gen"][self.dist.rank] if isinstance(state["gen"], list) else state["gen"])
+        gens = state["gen"] if isinstance(state["gen"], list) else [state["gen"]]
+        if len(gens) == self.dist.world:
+            self.gen.set_state(gens[self.dist.rank])
+        else:  # a different number of processes: fresh, distinct per-rank streams (no longer bit-exact)
+            self.gen.manual_seed(self.cfg.seed * 1000 + self.step * 7919 + self.dist.rank)
+            self.say(f"resume with {self.dist.world} processes instead of {len(gens)}: data order reseeded")
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self._truncate_log(self.step)
         self.say(f"resumed {self.run_dir} at step {self.step}")
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop log lines written after the saved step (they will be written again), so plots do not double-count."""
+        path = self.run_dir / "log.jsonl"
+        if self.dist.main and path.is_file():
+            lines = path.read_text().splitlines()
+            kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+            path.write_text("".join(line + "\n" for line in kept))
 
     def save_state(self) -> None:
         """Atomically write everything needed to continue exactly (rank 0 writes; generators of all ranks kept)."""
@@ -228,6 +248,7 @@ class Trainer:
             "step": self.step,
             "gen": gens if self.dist.world > 1 else gens[0],
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "config": self.cfg.to_dict(),
         }
         tmp = self.state_path.with_suffix(".tmp")
@@ -334,7 +355,7 @@ class Trainer:
         sums: dict[str, float] = {}
         n = len(self.val_set)
         for b in range(0, n, 16):
-            batch = self.val_set.batch(torch.arange(b, min(n, b + 16)), None, self.dist.device)
+            batch = self.val_set.batch(torch.arange(b, min(n, b + 16)), self.dist.device)
             hr = batch["hr_px"]
             size = hr.shape[-2:]
             sums["ceiling"] = sums.get("ceiling", 0.0) + psnr(self.ae.decode(batch["z_hr"]), hr).sum().item()
@@ -429,9 +450,10 @@ class Trainer:
         if metrics:
             self._log({"step": self.step, "val": metrics})
             self.say("\n  val " + " ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
-            from .plots import plot_run
+            if self.can_plot:
+                from .plots import plot_run
 
-            plot_run(self.log_path, self.run_dir)
+                plot_run(self.log_path, self.run_dir)
 
     def _finish(self) -> None:
         if self.dist.world > 1:
@@ -440,6 +462,7 @@ class Trainer:
             self._log({"step": self.step, "replica_checksums": sums, "replicas_identical": len(set(sums)) == 1})
             if len(set(sums)) != 1:
                 raise RuntimeError(f"DDP replicas diverged: checksums {sums}")
+            dist.barrier()  # tear down together: a rank leaving early can abort the other's gloo threads
             dist.destroy_process_group()
 
     def export(self, path: str | None = None) -> Path:
@@ -471,6 +494,15 @@ class Trainer:
         save_safetensors(self.ema, info, out)
         self.say(f"\nexported EMA weights to {out}")
         return out
+
+
+def _norm(value):
+    """Compare '4,4' and (4, 4) and [4, 4] alike when checking a resumed run's model settings."""
+    if isinstance(value, str) and "," in value:
+        return tuple(float(v) for v in value.split(","))
+    if isinstance(value, (list, tuple)):
+        return tuple(float(v) for v in value)
+    return value
 
 
 def config_with_resume(cfg: TrainConfig, explicit: dict) -> TrainConfig:

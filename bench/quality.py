@@ -1,0 +1,116 @@
+"""Quality report of the bundled models: PSNR/SSIM on held-out images vs every latent and pixel baseline.
+
+    python bench/quality.py                       # all bundled models, ../shared data and tiny AEs
+    python bench/quality.py --families sdxl --limit 5
+
+Writes bench/results/quality.json, docs/quality-psnr.png (bars per family and scale) and
+docs/quality-crops-<family>.png (zoomed side-by-side crops). Images are the validation split the
+trainer held out (same hash rule, same --val-fraction), never trained on. Decodes use each family's
+tiny autoencoder, so the numbers describe that pipeline, not the full VAE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared"
+
+TARGETS_DB = {"x2": 1.0, "x4": 0.8}  # LUA over pixel-space bicubic (issue targets)
+
+
+def plot(report: dict, dest: Path) -> None:
+    """Grouped bars: PSNR per method, one panel per family and scale, with the AE ceiling as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(fam, sc) for fam, r in report["families"].items() for sc in r["scales"]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 4), squeeze=False)
+    for ax, (fam, sc) in zip(axes[0], panels):
+        mean = report["families"][fam]["scales"][sc]["mean"]
+        names = [m for m in mean if m != "ceiling"]
+        vals = [mean[m]["psnr"] for m in names]
+        colors = ["tab:red" if m == "lua" else "tab:gray" if m.startswith("latent") else "tab:blue" for m in names]
+        ax.bar(range(len(names)), vals, color=colors)
+        ax.axhline(mean["ceiling"]["psnr"], color="k", ls="--", lw=1)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels([n.replace("latent_", "lat ").replace("_", " ") for n in names], rotation=60, fontsize=7)
+        ax.set_ylim(min(vals) - 2, mean["ceiling"]["psnr"] + 1)
+        ax.set_title(f"{fam} {sc}", fontsize=9)
+    axes[0][0].set_ylabel("PSNR (dB) vs HR; dashed = tiny-AE ceiling")
+    fig.tight_layout()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(dest, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    from lua_core import load_model
+    from lua_core.evaluation import comparison_figure, evaluate, held_out_images
+    from lua_core.tiny_ae import load_tiny_autoencoder
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--families", default="sdxl,sd1,sd3,flux1")
+    p.add_argument("--models", default=str(ROOT / "models"))
+    p.add_argument("--data", default=str(SHARED / "data" / "train"))
+    p.add_argument("--vae-approx", default=str(SHARED / "vae_approx"))
+    p.add_argument("--val-fraction", type=float, default=0.08)
+    p.add_argument("--max-side", type=int, default=512)
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--output", default=str(ROOT / "bench" / "results" / "quality.json"))
+    p.add_argument("--docs", default=str(ROOT / "docs"))
+    args = p.parse_args()
+
+    images = held_out_images(args.data, args.val_fraction)
+    if args.limit:
+        images = images[: args.limit]
+    report = {
+        "benchmark": "quality",
+        "date": time.strftime("%Y-%m-%d"),
+        "command": " ".join(["bench/quality.py"] + sys.argv[1:]),
+        "protocol": (
+            "HR = center crop (multiple of 32, <= max_side) of each held-out image; LR latent = tiny-AE "
+            "encode of the antialiased-bicubic x2/x4 downsample; PSNR/SSIM (luma SSIM) of each decoded "
+            "output against HR. ceiling = decode(encode(HR))."
+        ),
+        "max_side": args.max_side,
+        "n_images": len(images),
+        "targets_db_over_pixel_bicubic": TARGETS_DB,
+        "families": {},
+    }
+    for fam in args.families.split(","):
+        path = Path(args.models) / f"lua-{fam}-small.safetensors"
+        if not path.is_file():
+            print(f"skip {fam}: {path} missing", file=sys.stderr)
+            continue
+        model = load_model(path)
+        ae = load_tiny_autoencoder(model.family, [args.vae_approx])
+        t0 = time.time()
+        r = evaluate(model, ae, images, args.max_side, progress=lambda m, f=fam: print(f"{f} {m}", file=sys.stderr))
+        r["model"] = path.name
+        r["seconds"] = round(time.time() - t0, 1)
+        for sc, s in r["scales"].items():
+            s["target_met"] = s["lua_minus_pixel_bicubic_db"] >= TARGETS_DB.get(sc, 0.0)
+            print(
+                f"{fam} {sc}: LUA {s['mean']['lua']['psnr']:.2f} dB, pixel bicubic {s['mean']['pixel_bicubic']['psnr']:.2f}, "
+                f"latent bicubic {s['mean']['latent_bicubic']['psnr']:.2f}, ceiling {s['mean']['ceiling']['psnr']:.2f} "
+                f"(LUA - pixel bicubic = {s['lua_minus_pixel_bicubic_db']:+.2f} dB, target {TARGETS_DB.get(sc, 0):+.1f})"
+            )
+        del r["images"]
+        report["families"][fam] = r
+        comparison_figure(model, ae, images[0], Path(args.docs) / f"quality-crops-{fam}.png", max_side=args.max_side)
+    report["images"] = [p.name for p in images]
+    Path(args.output).write_text(json.dumps(report, indent=1) + "\n")
+    plot(report, Path(args.docs) / "quality-psnr.png")
+    print(f"wrote {args.output} and {args.docs}/quality-*.png")
+
+
+if __name__ == "__main__":
+    main()

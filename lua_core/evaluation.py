@@ -1,0 +1,157 @@
+"""Quality evaluation on held-out images: LUA against every latent and pixel baseline.
+
+For each image: HR = a center crop (side a multiple of 32, at most --max-side), LR latent =
+encode(bicubic-downsample(HR, s)) as in the paper's protocol, then PSNR/SSIM against HR of:
+LUA; latent nearest-exact / bilinear / bicubic / bislerp; pixel bicubic of the decoded LR;
+decode -> resize -> encode -> decode; and the autoencoder's own ceiling decode(encode(HR)).
+All decodes use the family's tiny autoencoder: numbers describe that pipeline, not the full VAE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .baselines import LATENT_METHODS, resize_latent
+from .engine import upscale_latent
+from .imaging import bicubic_resize, load_rgb, to_tensor
+from .metrics import psnr, ssim
+from .model import LUAModel, load_model
+from .tiny_ae import TinyAutoencoder, load_tiny_autoencoder
+from .train.data import is_validation, scan_images
+
+METHODS = ("lua", *(f"latent_{m}" for m in LATENT_METHODS), "pixel_bicubic", "reencode")
+
+
+def held_out_images(data: str | Path, val_fraction: float) -> list[Path]:
+    """The validation split the trainer keeps out of training (same hash rule)."""
+    root = Path(data)
+    return [p for p in scan_images(root, 128).usable if is_validation(p, root, val_fraction)]
+
+
+def hr_crop(path: Path, max_side: int) -> torch.Tensor:
+    """Center crop [1, 3, S, S] with S the largest multiple of 32 <= min(short side, max_side)."""
+    img = to_tensor(load_rgb(path))
+    h, w = img.shape[-2:]
+    side = min(h, w, max_side) // 32 * 32
+    y, x = (h - side) // 2, (w - side) // 2
+    return img[..., y : y + side, x : x + side]
+
+
+@torch.no_grad()
+def outputs_for(model: LUAModel, ae: TinyAutoencoder, hr: torch.Tensor, scale: int) -> dict[str, torch.Tensor]:
+    """Decoded RGB of every method for one HR crop and scale (plus the AE ceiling)."""
+    size = tuple(hr.shape[-2:])
+    lr = bicubic_resize(hr, (size[0] // scale, size[1] // scale)).clamp(0, 1)
+    z = ae.encode(lr)
+    zsize = (z.shape[-2] * scale, z.shape[-1] * scale)
+    dec_lr = ae.decode(z).clamp(0, 1)
+    pix = bicubic_resize(dec_lr, size).clamp(0, 1)
+    out = {"lua": ae.decode(upscale_latent(model, z, scale))}
+    for m in LATENT_METHODS:
+        out[f"latent_{m}"] = ae.decode(resize_latent(z, zsize, m))
+    out["pixel_bicubic"] = pix
+    out["reencode"] = ae.decode(ae.encode(pix))
+    out["ceiling"] = ae.decode(ae.encode(hr))
+    return {k: v.clamp(0, 1) for k, v in out.items()}
+
+
+def evaluate(model: LUAModel, ae: TinyAutoencoder, images: list[Path], max_side: int = 512, progress=None) -> dict:
+    """Mean PSNR/SSIM per scale and method, plus per-image PSNR, over `images`."""
+    report: dict = {"images": [p.name for p in images], "scales": {}}
+    for scale in model.scales:
+        per: dict[str, dict[str, list[float]]] = {m: {"psnr": [], "ssim": []} for m in (*METHODS, "ceiling")}
+        lua_time = 0.0
+        for i, path in enumerate(images):
+            hr = hr_crop(path, max_side)
+            t0 = time.perf_counter()
+            outs = outputs_for(model, ae, hr, scale)
+            lua_time += time.perf_counter() - t0
+            for m, img in outs.items():
+                per[m]["psnr"].append(round(psnr(img, hr).item(), 4))
+                per[m]["ssim"].append(round(ssim(img, hr).item(), 5))
+            if progress:
+                progress(f"x{scale}: {i + 1}/{len(images)} images")
+        summary = {m: {k: round(sum(v) / len(v), 4) for k, v in d.items()} for m, d in per.items()}
+        best_baseline = max((m for m in METHODS if m != "lua"), key=lambda m: summary[m]["psnr"])
+        report["scales"][f"x{scale}"] = {
+            "mean": summary,
+            "per_image_psnr": {m: d["psnr"] for m, d in per.items()},
+            "lua_minus_pixel_bicubic_db": round(summary["lua"]["psnr"] - summary["pixel_bicubic"]["psnr"], 4),
+            "lua_minus_latent_bicubic_db": round(summary["lua"]["psnr"] - summary["latent_bicubic"]["psnr"], 4),
+            "best_baseline": best_baseline,
+        }
+    return report
+
+
+@torch.no_grad()
+def comparison_figure(
+    model: LUAModel, ae: TinyAutoencoder, image: Path, out: Path, crop: int = 96, max_side: int = 512
+) -> Path:
+    """PNG grid: rows = scales, columns = HR, LUA, latent bicubic, latent bislerp, pixel bicubic (one zoomed crop)."""
+    from PIL import Image, ImageDraw
+
+    hr = hr_crop(image, max_side)
+    cols = ["HR (target)", "LUA", "latent_bicubic", "latent_bislerp", "pixel_bicubic"]
+    zoom = 3
+    tile = crop * zoom
+    canvas = Image.new("RGB", (tile * len(cols), (tile + 18) * len(model.scales)), "white")
+    draw = ImageDraw.Draw(canvas)
+    s = hr.shape[-1]
+    y0 = x0 = (s - crop) // 2
+    for r, scale in enumerate(model.scales):
+        outs = outputs_for(model, ae, hr, scale)
+        outs["HR (target)"] = hr
+        for c, name in enumerate(cols):
+            patch = outs[name][0, :, y0 : y0 + crop, x0 : x0 + crop]
+            arr = (patch.permute(1, 2, 0).clamp(0, 1) * 255 + 0.5).byte().numpy()
+            im = Image.fromarray(arr).resize((tile, tile), Image.NEAREST)
+            top = r * (tile + 18)
+            canvas.paste(im, (c * tile, top + 18))
+            label = name if name.startswith("HR") else f"{name} x{scale}: {psnr(outs[name], hr).item():.2f} dB"
+            draw.text((c * tile + 4, top + 3), label, fill="black")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m lua_core eval`: quality report of one model on held-out images."""
+    p = argparse.ArgumentParser(
+        prog="python -m lua_core eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--model", required=True, help="LUA model file")
+    p.add_argument("--data", required=True, help="image folder the model was trained from (its held-out split is used)")
+    p.add_argument("--vae-approx", default="", help="folder with the family's tiny autoencoder")
+    p.add_argument("--val-fraction", type=float, default=0.08, help="must match training's --val-fraction")
+    p.add_argument("--max-side", type=int, default=512, help="HR crop side limit in pixels")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N held-out images (0 = all)")
+    p.add_argument("--output", default="", help="write the JSON report here")
+    p.add_argument("--figure", default="", help="write a side-by-side crop PNG of the first image here")
+    args = p.parse_args(argv)
+    model = load_model(args.model)
+    if model.family is None:
+        raise ValueError(f"{args.model} has no latent family recorded; convert it with --family first")
+    ae = load_tiny_autoencoder(model.family, [args.vae_approx] if args.vae_approx else [])
+    images = held_out_images(args.data, args.val_fraction)
+    if args.limit:
+        images = images[: args.limit]
+    report = evaluate(model, ae, images, args.max_side, progress=lambda m: print(m, file=sys.stderr))
+    report["model"] = Path(args.model).name
+    report["family"] = model.family.name
+    for scale, r in report["scales"].items():
+        m = r["mean"]
+        print(
+            f"{scale}: LUA {m['lua']['psnr']:.2f} dB | pixel bicubic {m['pixel_bicubic']['psnr']:.2f} | "
+            f"latent bicubic {m['latent_bicubic']['psnr']:.2f} | ceiling {m['ceiling']['psnr']:.2f}"
+        )
+    if args.output:
+        Path(args.output).write_text(json.dumps(report, indent=1) + "\n")
+    if args.figure and images:
+        comparison_figure(model, ae, images[0], Path(args.figure))
+    return 0

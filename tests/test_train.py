@@ -1,0 +1,226 @@
+"""Training pipeline: overfit check, exact resume, 2-process DDP, --help, bad data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, TRAIN_IMAGES, VAE_APPROX
+from PIL import Image
+
+from lua_core import load_model, upscale_latent
+from lua_core.baselines import resize_latent
+from lua_core.metrics import psnr
+from lua_core.train.config import TrainConfig
+from lua_core.train.data import scan_images
+from lua_core.train.trainer import MultiHead, Trainer, config_with_resume
+
+pytestmark = pytest.mark.skipif(not TRAIN_IMAGES.is_dir() or not VAE_APPROX.is_dir(), reason="needs ../shared")
+
+TINY = dict(
+    family="sdxl",
+    vae_approx=str(VAE_APPROX),
+    crop=128,
+    embed_dim=16,
+    depths="1,1",
+    num_heads="2,2",
+    head_num_feat=16,
+    batch_size=4,
+    val_fraction=0.0,
+    log_every=1,
+    val_every=10_000,
+    save_every=10_000,
+    threads=2,
+    amp="off",
+)
+
+
+@pytest.fixture(scope="module")
+def few_images(tmp_path_factory) -> Path:
+    """A handful of real training images (copied so the folder is small and fixed)."""
+    src = sorted(p for p in (TRAIN_IMAGES / "pypi").rglob("*") if p.suffix.lower() in (".webp", ".png", ".jpg"))[:5]
+    dst = tmp_path_factory.mktemp("images")
+    for i, p in enumerate(src):
+        shutil.copy(p, dst / f"{i}{p.suffix}")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def make_cfg(data: Path, run: Path, cache: Path, **kw) -> TrainConfig:
+    return TrainConfig(data=str(data), run_dir=str(run), cache_dir=str(cache), **{**TINY, **kw})
+
+
+def read_log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_tiny_model_overfits_and_beats_latent_bicubic(few_images, cache_dir, tmp_path):
+    run = tmp_path / "run"
+    cfg = make_cfg(few_images, run, cache_dir, stage_steps="60,0,0", lr=2e-3, single_head_fraction=0.0, ema_decay=0.9)
+    trainer = Trainer(cfg, say=lambda m: None)
+    crops = trainer.train_set.batch(torch.arange(len(trainer.train_set)))
+
+    def full_set_loss(net) -> float:
+        with torch.no_grad():
+            return (MultiHead(net).eval()({2: crops["z_lr2"]})[2] - crops["z_hr"]).abs().mean().item()
+
+    before = full_set_loss(trainer.net)
+    exported = trainer.run()
+    assert len([r for r in read_log(run) if "loss" in r]) == 60
+    assert full_set_loss(trainer.ema) < 0.95 * before, "latent L1 over the training crops did not fall"
+
+    model = load_model(exported)
+    assert model.family.name == "sdxl" and model.info.provenance["steps"] == 60
+    with torch.no_grad():
+        z = crops["z_lr2"]
+        lua = psnr(trainer.ae.decode(upscale_latent(model, z, 2)), crops["hr_px"]).mean().item()
+        bicubic = (
+            psnr(trainer.ae.decode(resize_latent(z, tuple(crops["z_hr"].shape[-2:]), "bicubic")), crops["hr_px"])
+            .mean()
+            .item()
+        )
+    assert lua > bicubic + 0.2, f"LUA {lua:.2f} dB vs latent bicubic {bicubic:.2f} dB on the training crops"
+
+
+def test_resume_continues_exactly(few_images, cache_dir, tmp_path):
+    base = dict(stage_steps="4,3,3", decode_crop=8, single_head_fraction=0.3)
+    whole = tmp_path / "whole"
+    Trainer(make_cfg(few_images, whole, cache_dir, **base), say=lambda m: None).run()
+
+    split = tmp_path / "split"
+    first = Trainer(make_cfg(few_images, split, cache_dir, stop_after=5, **base), say=lambda m: None)
+    assert first.run() is None and first.step == 5
+    cfg = config_with_resume(make_cfg(few_images, split, cache_dir, **base), {"stop_after": 0})
+    assert cfg.stop_after == 0
+    second = Trainer(cfg, resume=True, say=lambda m: None)
+    assert second.step == 5
+    second.run()
+
+    a = {r["step"]: r["loss"] for r in read_log(whole) if "loss" in r}
+    b = {r["step"]: r["loss"] for r in read_log(split) if "loss" in r}
+    assert sorted(a) == sorted(b) == list(range(1, 11))
+    assert b[6] == a[6], "the first step after resuming must repeat the uninterrupted run exactly"
+    assert all(a[s] == b[s] for s in a)
+    wa = load_model(whole / "lua-sdxl.safetensors").net.state_dict()
+    wb = load_model(split / "lua-sdxl.safetensors").net.state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_two_process_gloo_ddp_ends_with_identical_replicas(few_images, cache_dir, tmp_path):
+    run = tmp_path / "ddp"
+    args = [
+        "--data",
+        str(few_images),
+        "--run-dir",
+        str(run),
+        "--cache-dir",
+        str(cache_dir),
+        "--stage-steps",
+        "3,2,2",
+        "--decode-crop",
+        "8",
+        "--threads",
+        "1",
+        "--single-head-fraction",
+        "0.3",
+    ]
+    for k, v in TINY.items():
+        if k not in ("threads",):
+            args += ["--" + k.replace("_", "-"), str(v)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "lua_core",
+        "train",
+        *args,
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    final = [r for r in read_log(run) if "replica_checksums" in r]
+    assert final and final[-1]["replicas_identical"] is True and len(final[-1]["replica_checksums"]) == 2
+    assert (run / "lua-sdxl.safetensors").is_file()
+    steps = [r for r in read_log(run) if "loss" in r]
+    assert steps[-1]["samples_per_sec"] > 0 and steps[-1]["step"] == 7
+
+
+def test_help_documents_every_option():
+    proc = subprocess.run(
+        [sys.executable, "-m", "lua_core", "train", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in text, flag
+        assert " ".join(f.metadata["help"].split())[:40] in text, f"help text of {flag}"
+    for extra in ("--preset", "--config", "--resume", "--export-only"):
+        assert extra in text
+
+
+def test_bad_data_is_reported_up_front(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no usable training images in .*empty: 0 image files found"):
+        scan_images(empty, 128)
+    with pytest.raises(FileNotFoundError, match="training data folder not found"):
+        scan_images(tmp_path / "missing", 128)
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    Image.new("RGB", (40, 40)).save(mixed / "tiny.png")
+    Image.new("RGBA", (300, 200), (10, 200, 30, 128)).save(mixed / "ok.png")
+    scan = scan_images(mixed, 128)
+    assert [p.name for p in scan.usable] == ["ok.png"]
+    assert scan.summary() == "1 usable images, 1 skipped (unreadable), 1 skipped (smaller than 128px)"
+
+
+def test_cli_errors_before_any_work(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "lua_core", "train", "--crop", "100"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "--data is required" in proc.stderr and "crop 100 must be a multiple of 32" in proc.stderr
+    empty = tmp_path / "e"
+    empty.mkdir()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lua_core",
+            "train",
+            "--data",
+            str(empty),
+            "--vae-approx",
+            str(VAE_APPROX),
+            "--run-dir",
+            str(tmp_path / "r"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "no usable training images" in proc.stderr and "Traceback" not in proc.stderr
