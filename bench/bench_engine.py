@@ -4,8 +4,8 @@
     python bench/bench_engine.py --device cuda   # same on a GPU (bf16 and fp32)
     python bench/bench_engine.py --quick         # fewer sizes, for a smoke run
 
-Each case runs in a fresh subprocess so CPU peak RSS is per case (reported above the loaded-model
-baseline); on CUDA peak memory is torch.cuda.max_memory_allocated. Weights are random (speed and
+Each case runs in a fresh subprocess; CPU peak memory is the peak RSS above the RSS right after the
+model is loaded (Linux clear_refs reset); on CUDA peak memory is torch.cuda.max_memory_allocated. Weights are random (speed and
 memory do not depend on their values). Timings are the median of --repeats runs after a warm-up.
 """
 
@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 CONFIGS = {
     "official-flux": {},  # LUAConfig() defaults = the released LUA-FLUX network
-    "small": dict(
+    "small": dict(  # the bundled models' network (models/lua-*-small.safetensors)
+        input_skip="bicubic",
         in_chans=4,
         out_chans=4,
         embed_dim=64,
@@ -60,7 +61,7 @@ def run_case(config: str, size: int, dtype: str, impl: str, device: str, repeats
 
         def fn():
             with torch.no_grad():
-                return reference_forward(sd, x, scale, cfg.window_size)
+                return reference_forward(sd, x, scale, cfg.window_size, cfg.input_skip)
     else:
 
         def fn():
@@ -70,7 +71,7 @@ def run_case(config: str, size: int, dtype: str, impl: str, device: str, repeats
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base_rss = _reset_peak_rss()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         base_cuda = torch.cuda.memory_allocated()
@@ -92,8 +93,30 @@ def run_case(config: str, size: int, dtype: str, impl: str, device: str, repeats
     if device.startswith("cuda"):
         result["peak_mem_mb"] = round((torch.cuda.max_memory_allocated() - base_cuda) / 2**20, 1)
     else:
-        result["peak_mem_mb"] = round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_rss) / 2**20, 1)
+        result["peak_mem_mb"] = round((_peak_rss() - base_rss) / 2**20, 1)
     return result
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def _reset_peak_rss() -> int:
+    """Reset the kernel's peak-RSS mark to the current RSS (Linux: write 5 to clear_refs); returns current bytes."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _status_kb("VmRSS") * 1024
+    except OSError:  # not Linux: fall back to the lifetime peak
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _peak_rss() -> int:
+    try:
+        return _status_kb("VmHWM") * 1024
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def cases(device: str, quick: bool) -> list[tuple]:

@@ -1,6 +1,6 @@
 """Training throughput: samples/second and peak memory of a preset, per curriculum stage.
 
-    python bench/bench_train.py                       # cpu preset, writes bench/results/train-cpu.json
+    python bench/bench_train.py                       # cpu preset, writes bench/results/train-cpu-cpu.json
     python bench/bench_train.py --device cuda --preset paper
 
 Uses a small latent cache built from a few images of ../shared/data/train (speed does not depend on

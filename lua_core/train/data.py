@@ -1,8 +1,8 @@
 """Training data: image scan with up-front checks, a deterministic split, and an on-disk latent cache.
 
-Each cached sample is one HR crop: its pixels, the decode of its HR latent, and the raw
-latents of the HR crop and of its x2 and x4 antialiased-bicubic downsamples (the paper's
-protocol: downsample the image, then encode). Encoders run once; training reads shards.
+Each cached sample is one HR crop: its pixels and the raw latents of the HR crop and of its x2 and
+x4 antialiased-bicubic downsamples (the paper's protocol: downsample the image, then encode).
+Encoders run once; training reads shards.
 """
 
 from __future__ import annotations
@@ -118,7 +118,6 @@ def encode_crops(ae: TinyAutoencoder, hr: torch.Tensor) -> dict[str, torch.Tenso
     z_hr = ae.encode(hr)
     return {
         "hr_px": (hr * 255 + 0.5).to(torch.uint8),
-        "hr_dec": (ae.decode(z_hr).clamp(0, 1) * 255 + 0.5).to(torch.uint8),
         "z_hr": z_hr.float(),
         "z_lr2": ae.encode(lr2).float(),
         "z_lr4": ae.encode(lr4).float(),
@@ -236,7 +235,7 @@ def _write_shard(ae: TinyAutoencoder, crops: list[torch.Tensor], cache_dir: Path
 class LatentPairs:
     """All cached samples of one split in memory, sampled from a seeded generator."""
 
-    KEYS = ("hr_px", "hr_dec", "z_hr", "z_lr2", "z_lr4")
+    KEYS = ("hr_px", "z_hr", "z_lr2", "z_lr4")
 
     def __init__(self, cache_dir: Path, shard_names: list[str]) -> None:
         if not shard_names:

@@ -279,6 +279,9 @@ class Trainer:
 
         size = batch["z_hr"].shape[-1]
         rows, cols, trim = self._decode_window(size) if stage > 0 else (None, None, 0)
+        if stage == 1:  # stage II compares decodes: the HR latent's decode of the same crop is the target
+            with torch.no_grad(), autocast_for(cfg, self.dist.device):
+                dec_target = self.ae.decode(batch["z_hr"][..., rows, cols]).float()
         for s in heads:
             pred = preds[s].float()
             if stage < 2:
@@ -290,7 +293,7 @@ class Trainer:
             px = (slice(None), slice(None)) + tuple(
                 slice(r.start * 8, r.stop * 8) if r.start is not None else slice(None) for r in (rows, cols)
             )
-            target = batch["hr_dec" if stage == 1 else "hr_px"][px]
+            target = dec_target if stage == 1 else batch["hr_px"][px]
             if trim:
                 dec, target = dec[..., trim:-trim, trim:-trim], target[..., trim:-trim, trim:-trim]
             if stage == 1:
@@ -489,6 +492,7 @@ class Trainer:
             "validation_psnr": last_val,
             "date": _dt.date.today().isoformat(),
             "note": cfg.note,
+            **({"initialised_from": Path(cfg.init_from).name} if cfg.init_from else {}),
         }
         info = ModelInfo(self.ema.config, self.family, provenance)
         save_safetensors(self.ema, info, out)
