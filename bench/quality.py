@@ -2,6 +2,7 @@
 
     python bench/quality.py                       # all bundled models, ../shared data and tiny AEs
     python bench/quality.py --families sdxl --limit 5
+    python bench/quality.py --families sd3 --update   # re-measure one family, keep the others
 
 Writes bench/results/quality.json, docs/quality-psnr.png (bars per family and scale) and
 docs/quality-crops-<family>.png (zoomed side-by-side crops). Images are the validation split the
@@ -62,10 +63,15 @@ def main() -> None:
     p.add_argument("--data", default=str(SHARED / "data" / "train"))
     p.add_argument("--vae-approx", default=str(SHARED / "vae_approx"))
     p.add_argument("--val-fraction", type=float, default=0.08)
-    p.add_argument("--max-side", type=int, default=512)
+    p.add_argument("--max-side", type=int, default=384, help="HR crop side limit in pixels")
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--output", default=str(ROOT / "bench" / "results" / "quality.json"))
     p.add_argument("--docs", default=str(ROOT / "docs"))
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="keep the other families already in --output (same images and --max-side) and replace only --families",
+    )
     args = p.parse_args()
 
     images = held_out_images(args.data, args.val_fraction)
@@ -74,7 +80,7 @@ def main() -> None:
     report = {
         "benchmark": "quality",
         "date": time.strftime("%Y-%m-%d"),
-        "command": " ".join(["bench/quality.py"] + sys.argv[1:]),
+        "command": f"bench/quality.py --max-side {args.max_side}",  # all families; --update runs add up to this
         "protocol": (
             "HR = center crop (multiple of 32, <= max_side) of each held-out image; LR latent = tiny-AE "
             "encode of the antialiased-bicubic x2/x4 downsample; PSNR/SSIM (luma SSIM) of each decoded "
@@ -85,6 +91,13 @@ def main() -> None:
         "targets_db_over_pixel_bicubic": TARGETS_DB,
         "families": {},
     }
+    if args.update and Path(args.output).is_file():
+        previous = json.loads(Path(args.output).read_text())
+        if previous.get("max_side") != args.max_side or previous.get("images") != [p.name for p in images]:
+            raise SystemExit(
+                f"--update: {args.output} was made with other images or --max-side; rerun without --update"
+            )
+        report["families"] = previous["families"]
     for fam in args.families.split(","):
         path = Path(args.models) / f"lua-{fam}-small.safetensors"
         if not path.is_file():
@@ -107,6 +120,10 @@ def main() -> None:
         report["families"][fam] = r
         comparison_figure(model, ae, images[0], Path(args.docs) / f"quality-crops-{fam}.png", max_side=args.max_side)
     report["images"] = [p.name for p in images]
+    order = ["sdxl", "sd1", "sd3", "flux1"]
+    report["families"] = dict(
+        sorted(report["families"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 9)
+    )
     Path(args.output).write_text(json.dumps(report, indent=1) + "\n")
     plot(report, Path(args.docs) / "quality-psnr.png")
     print(f"wrote {args.output} and {args.docs}/quality-*.png")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -44,8 +43,10 @@ def hr_crop(path: Path, max_side: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def outputs_for(model: LUAModel, ae: TinyAutoencoder, hr: torch.Tensor, scale: int) -> dict[str, torch.Tensor]:
-    """Decoded RGB of every method for one HR crop and scale (plus the AE ceiling)."""
+def outputs_for(
+    model: LUAModel, ae: TinyAutoencoder, hr: torch.Tensor, scale: int, ceiling: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """Decoded RGB of every method for one HR crop and scale (plus the AE ceiling, unless given)."""
     size = tuple(hr.shape[-2:])
     lr = bicubic_resize(hr, (size[0] // scale, size[1] // scale)).clamp(0, 1)
     z = ae.encode(lr)
@@ -57,36 +58,46 @@ def outputs_for(model: LUAModel, ae: TinyAutoencoder, hr: torch.Tensor, scale: i
         out[f"latent_{m}"] = ae.decode(resize_latent(z, zsize, m))
     out["pixel_bicubic"] = pix
     out["reencode"] = ae.decode(ae.encode(pix))
-    out["ceiling"] = ae.decode(ae.encode(hr))
+    out["ceiling"] = ae.decode(ae.encode(hr)) if ceiling is None else ceiling
     return {k: v.clamp(0, 1) for k, v in out.items()}
 
 
 def evaluate(model: LUAModel, ae: TinyAutoencoder, images: list[Path], max_side: int = 512, progress=None) -> dict:
     """Mean PSNR/SSIM per scale and method, plus per-image PSNR, over `images`."""
+    names = (*METHODS, "ceiling")
+    per = {sc: {m: {"psnr": [], "ssim": []} for m in names} for sc in model.scales}
+    for i, path in enumerate(images):
+        hr = hr_crop(path, max_side)
+        with torch.no_grad():
+            ceiling = ae.decode(ae.encode(hr)).clamp(0, 1)  # independent of the scale: decode it once
+        for scale in model.scales:
+            for m, img in outputs_for(model, ae, hr, scale, ceiling).items():
+                per[scale][m]["psnr"].append(round(psnr(img, hr).item(), 4))
+                per[scale][m]["ssim"].append(round(ssim(img, hr).item(), 5))
+        if progress:
+            progress(f"{i + 1}/{len(images)} images")
     report: dict = {"images": [p.name for p in images], "scales": {}}
-    for scale in model.scales:
-        per: dict[str, dict[str, list[float]]] = {m: {"psnr": [], "ssim": []} for m in (*METHODS, "ceiling")}
-        lua_time = 0.0
-        for i, path in enumerate(images):
-            hr = hr_crop(path, max_side)
-            t0 = time.perf_counter()
-            outs = outputs_for(model, ae, hr, scale)
-            lua_time += time.perf_counter() - t0
-            for m, img in outs.items():
-                per[m]["psnr"].append(round(psnr(img, hr).item(), 4))
-                per[m]["ssim"].append(round(ssim(img, hr).item(), 5))
-            if progress:
-                progress(f"x{scale}: {i + 1}/{len(images)} images")
-        summary = {m: {k: round(sum(v) / len(v), 4) for k, v in d.items()} for m, d in per.items()}
+    for scale, by_method in per.items():
+        summary = {m: {k: round(sum(v) / len(v), 4) for k, v in d.items()} for m, d in by_method.items()}
         best_baseline = max((m for m in METHODS if m != "lua"), key=lambda m: summary[m]["psnr"])
         report["scales"][f"x{scale}"] = {
             "mean": summary,
-            "per_image_psnr": {m: d["psnr"] for m, d in per.items()},
+            "per_image_psnr": {m: d["psnr"] for m, d in by_method.items()},
             "lua_minus_pixel_bicubic_db": round(summary["lua"]["psnr"] - summary["pixel_bicubic"]["psnr"], 4),
             "lua_minus_latent_bicubic_db": round(summary["lua"]["psnr"] - summary["latent_bicubic"]["psnr"], 4),
             "best_baseline": best_baseline,
         }
     return report
+
+
+def detail_box(hr: torch.Tensor, crop: int) -> tuple[int, int]:
+    """Top-left corner of the crop x crop window with the most gradient energy (where upscalers differ most)."""
+    luma = hr[0].mean(0)
+    grad = (luma[1:, :-1] - luma[:-1, :-1]).abs() + (luma[:-1, 1:] - luma[:-1, :-1]).abs()
+    stride = max(1, crop // 4)
+    energy = torch.nn.functional.avg_pool2d(grad[None, None], crop - 1, stride)[0, 0]
+    iy, ix = divmod(int(energy.argmax()), energy.shape[1])
+    return iy * stride, ix * stride
 
 
 @torch.no_grad()
@@ -97,13 +108,12 @@ def comparison_figure(
     from PIL import Image, ImageDraw
 
     hr = hr_crop(image, max_side)
-    cols = ["HR (target)", "LUA", "latent_bicubic", "latent_bislerp", "pixel_bicubic"]
+    cols = ["HR (target)", "lua", "latent_bicubic", "latent_bislerp", "pixel_bicubic"]
     zoom = 3
     tile = crop * zoom
     canvas = Image.new("RGB", (tile * len(cols), (tile + 18) * len(model.scales)), "white")
     draw = ImageDraw.Draw(canvas)
-    s = hr.shape[-1]
-    y0 = x0 = (s - crop) // 2
+    y0, x0 = detail_box(hr, crop)
     for r, scale in enumerate(model.scales):
         outs = outputs_for(model, ae, hr, scale)
         outs["HR (target)"] = hr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import ROOT, TRAIN_IMAGES, VAE_APPROX, make_model
@@ -12,7 +13,7 @@ from PIL import Image
 
 from lua_core.demo import DEFAULT_MODEL
 from lua_core.demo import main as demo_main
-from lua_core.evaluation import METHODS, evaluate, held_out_images, hr_crop, outputs_for
+from lua_core.evaluation import METHODS, comparison_figure, detail_box, evaluate, held_out_images, hr_crop, outputs_for
 from lua_core.tiny_ae import load_tiny_autoencoder
 from lua_core.train.data import is_validation
 
@@ -78,3 +79,27 @@ def test_outputs_have_the_hr_size():
     assert hr.shape == (1, 3, 96, 96)
     outs = outputs_for(make_model(), ae, hr, 4)
     assert all(v.shape == hr.shape and torch.isfinite(v).all() for v in outs.values())
+
+
+@needs_shared
+def test_comparison_figure_has_one_row_per_scale_and_a_column_per_method(tmp_path):
+    ae = load_tiny_autoencoder("sdxl", [VAE_APPROX])
+    sample = ROOT / "lua_core" / "assets" / "sample.png"
+    out = comparison_figure(make_model(), ae, sample, tmp_path / "crops.png", crop=32, max_side=64)
+    with Image.open(out) as im:
+        assert im.size == (5 * 32 * 3, 2 * (32 * 3 + 18))  # HR, LUA, 2 latent baselines, pixel bicubic; x2 and x4
+        # the HR column is the most detailed 32 px window of the 64 px crop, zoomed 3x with nearest neighbour
+        full = hr_crop(sample, 64)
+        y0, x0 = detail_box(full, 32)
+        assert 0 <= y0 <= 32 and 0 <= x0 <= 32
+        hr = full[0, :, y0 : y0 + 32, x0 : x0 + 32]
+        expected = (hr.permute(1, 2, 0) * 255 + 0.5).byte().numpy()
+        got = np.asarray(im.crop((0, 18, 96, 114)).resize((32, 32), Image.NEAREST))
+        assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_detail_box_finds_the_textured_window():
+    hr = torch.full((1, 3, 64, 64), 0.5)
+    hr[..., 40:56, 8:24] = torch.rand(3, 16, 16)  # the only texture
+    y0, x0 = detail_box(hr, 16)
+    assert abs(y0 - 40) <= 4 and abs(x0 - 8) <= 4
