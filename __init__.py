@@ -1,13 +1,18 @@
-"""LUA latent upscaler node pack for ComfyUI (nodes: Load LUA Model, Latent Upscale (LUA))."""
+"""LUA latent upscaler node pack for ComfyUI (nodes: Load LUA Model, Latent Upscale (LUA)).
 
-import logging
+ComfyUI >= 0.3.59 loads the nodes through `comfy_entrypoint` (the V3 node API). Importing this package
+touches no ComfyUI module; the nodes are built when ComfyUI calls the entry point.
+"""
 
-try:
-    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-except Exception as exc:  # noqa: BLE001 - a broken install must not take ComfyUI start-up down
-    logging.getLogger(__name__).error(
-        "LUA latent upscaler: nodes not loaded (%s: %s); reinstall the pack's requirements.txt", type(exc).__name__, exc
-    )
-    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
+from .nodes import comfy_entrypoint, mappings_for_comfyui_without_v3
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+
+def __getattr__(name: str):
+    # ComfyUI checks `hasattr(pack, "NODE_CLASS_MAPPINGS")` before `comfy_entrypoint`: answer only a ComfyUI
+    # that has no V3 node API, with an explanation instead of nodes
+    if name in ("NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"):
+        return mappings_for_comfyui_without_v3(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["comfy_entrypoint"]

@@ -97,6 +97,19 @@ def run_case(config: str, size: int, dtype: str, impl: str, device: str, repeats
     return result
 
 
+def _without_note(argv: list[str]) -> list[str]:
+    """The command line minus --note and its text (the note has its own field)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--note="):
+            skip = False
+            continue
+        skip = arg == "--note"
+        if not skip:
+            out.append(arg)
+    return out
+
+
 def _status_kb(field: str) -> int:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
@@ -144,6 +157,7 @@ def machine(device: str) -> dict:
         "torch": torch.__version__,
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
+        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],  # other jobs on the machine slow every row
     }
     try:
         model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
@@ -161,6 +175,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--output", default=None)
+    p.add_argument("--note", default="", help="stored in the JSON, e.g. what else was running")
     p.add_argument("--case", nargs=6, help=argparse.SUPPRESS)  # internal: run one case, print JSON
     args = p.parse_args()
     if args.case:
@@ -235,8 +250,9 @@ def main() -> None:
     out = {
         "benchmark": "engine",
         "date": time.strftime("%Y-%m-%d"),
-        "command": " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
+        "command": " ".join([Path(sys.argv[0]).as_posix()] + _without_note(sys.argv[1:])),
         "machine": machine(args.device),
+        "note": args.note,
         "scale": 2,
         "batch": 1,
         "summary": summary,

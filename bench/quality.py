@@ -25,6 +25,16 @@ SHARED = ROOT.parent / "shared"
 TARGETS_DB = {"x2": 1.0, "x4": 0.8}  # LUA over pixel-space bicubic (issue targets)
 
 
+def gates(scale: dict, target_db: float) -> dict[str, bool]:
+    """The three quality gates of one family and scale, from its mean PSNRs."""
+    m = scale["mean"]
+    return {
+        "beats_decode_resize_encode": m["lua"]["psnr"] >= m["reencode"]["psnr"],  # first gate, required
+        "beats_pixel_bicubic": m["lua"]["psnr"] >= m["pixel_bicubic"]["psnr"],  # second gate
+        "goal_over_pixel_bicubic": m["lua"]["psnr"] >= m["pixel_bicubic"]["psnr"] + target_db,  # the goal
+    }
+
+
 def plot(report: dict, dest: Path) -> None:
     """Grouped bars: PSNR per method, one panel per family and scale, with the AE ceiling as a line."""
     import matplotlib
@@ -54,7 +64,8 @@ def plot(report: dict, dest: Path) -> None:
 
 def main() -> None:
     from lua_core import load_model
-    from lua_core.evaluation import comparison_figure, evaluate, held_out_images
+    from lua_core.data_split import held_out_images
+    from lua_core.evaluation import comparison_figure, evaluate
     from lua_core.tiny_ae import load_tiny_autoencoder
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -110,11 +121,13 @@ def main() -> None:
         r["model"] = path.name
         r["seconds"] = round(time.time() - t0, 1)
         for sc, s in r["scales"].items():
-            s["target_met"] = s["lua_minus_pixel_bicubic_db"] >= TARGETS_DB.get(sc, 0.0)
+            s["gates"] = gates(s, TARGETS_DB.get(sc, 0.0))
+            s["target_met"] = s["gates"]["goal_over_pixel_bicubic"]
             print(
                 f"{fam} {sc}: LUA {s['mean']['lua']['psnr']:.2f} dB, pixel bicubic {s['mean']['pixel_bicubic']['psnr']:.2f}, "
                 f"latent bicubic {s['mean']['latent_bicubic']['psnr']:.2f}, ceiling {s['mean']['ceiling']['psnr']:.2f} "
-                f"(LUA - pixel bicubic = {s['lua_minus_pixel_bicubic_db']:+.2f} dB, target {TARGETS_DB.get(sc, 0):+.1f})"
+                f"(LUA - pixel bicubic = {s['lua_minus_pixel_bicubic_db']:+.2f} dB, target {TARGETS_DB.get(sc, 0):+.1f}); "
+                f"gates {s['gates']}"
             )
         del r["images"]
         report["families"][fam] = r

@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .arch.swinir_multihead import LUAConfig, SwinIRMultiHead, shift_window_mask
+from .arch.swinir_multihead import FLUX_OFFICIAL_CONFIG, LUAConfig, SwinIRMultiHead, shift_window_mask
 from .errors import CheckpointError
 from .families import FAMILIES, LatentFamily, describe_channels, families_with_channels, get_family
 
@@ -223,10 +223,15 @@ def infer_config(sd: dict[str, torch.Tensor]) -> LUAConfig:
     )
 
 
-def _default_family(channels: int) -> LatentFamily | None:
-    # Without metadata a 16-channel file is taken as FLUX.1: the only published LUA weights are
-    # LUA-FLUX. 4-channel files stay unknown, since SD1 and SDXL latents look alike.
-    return FAMILIES["flux1"] if channels == 16 else None
+def is_official_flux(config: LUAConfig) -> bool:
+    """True when a config is exactly the official LUA-FLUX release's (every shape of the network matches)."""
+    return config == FLUX_OFFICIAL_CONFIG
+
+
+def _default_family(config: LUAConfig) -> LatentFamily | None:
+    # Without metadata only the official LUA-FLUX network is taken as FLUX.1; any other file stays unknown
+    # (16 channels may be SD3 or FLUX.1, 4 channels SD1 or SDXL) until `convert --family` records it.
+    return FAMILIES["flux1"] if is_official_flux(config) else None
 
 
 # --------------------------------------------------------------------------- building
@@ -262,7 +267,7 @@ def build_network(
             config = infer_config(sd)
         except (KeyError, IndexError, ValueError) as e:
             raise CheckpointError(f"{name}: looks like LUA but its shapes do not form a valid config ({e})") from e
-        info = ModelInfo(config, _default_family(config.in_chans), {}, "inferred", inferred=True)
+        info = ModelInfo(config, _default_family(config), {}, "inferred", inferred=True)
     if info.family is not None and info.family.channels != config.in_chans:
         raise CheckpointError(
             f"{name}: metadata says {info.family.label} ({info.family.channels} channels) "
@@ -318,8 +323,11 @@ def save_safetensors(
         sd[k] = v.contiguous().clone()
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
-    save_file(sd, str(tmp), metadata=config_metadata(info))
-    os.replace(tmp, path)  # never leave a half-written model where the loader would list it
+    try:
+        save_file(sd, str(tmp), metadata=config_metadata(info))
+        os.replace(tmp, path)  # never leave a half-written model where the loader would list it
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -352,14 +360,15 @@ def convert_checkpoint(
     if info.family is None:
         options = ", ".join(f.name for f in families_with_channels(info.config.in_chans))
         raise CheckpointError(
-            f"{Path(src).name} has no family metadata and {info.config.in_chans}-channel latents are ambiguous; "
-            f"pass --family ({options})"
+            f"{Path(src).name} has no family metadata and is not the official LUA-FLUX network, so its "
+            f"{describe_channels(info.config.in_chans)} are ambiguous; pass --family ({options})"
         )
     if info.inferred:
+        official = info.family.name == "flux1" and is_official_flux(info.config)
         info.provenance = {
             "converted_from": Path(src).name,
             "source_sha256": sha256_file(src),
-            **({"source": "vaskers5/LUA-FLUX (official)"} if info.family.name == "flux1" else {}),
+            **({"source": "vaskers5/LUA-FLUX (official)"} if official else {}),
         }
     info.source_format = "safetensors"
     info.inferred = False

@@ -1,137 +1,218 @@
-"""`python -m lua_core demo`: upscale a bundled sample x2 and x4 with a bundled model, write PNGs, print timings.
+"""`python -m lua_core demo`: LUA x2 and x4 on a real photo beside pixel and latent bicubic, with PSNR and timings.
 
-Runs with no downloads. The sample image is encoded with the SDXL tiny autoencoder when one is found
-(ComfyUI's models/vae_approx beside this pack, --vae-approx, $LUA_VAE_APPROX, or ../shared/vae_approx);
-otherwise the bundled sample latent is used and the pictures are channel previews, not decodes.
+Needs no downloads: the bundled SDXL model (models/lua-sdxl-small.safetensors), the bundled SDXL tiny
+autoencoder (taesdxl, MIT, in lua_core/assets) and a bundled 512x512 photo.
+
+So that every panel has a ground truth, the photo is the *original* and the demo's *input* is the original
+downscaled 4x (antialiased bicubic; 2x for a model without an x4 head), encoded to one latent. From it:
+  LUA             upscale the latent with the model, then decode;
+  pixel bicubic   decode, then bicubic-upscale the picture (the usual route without LUA);
+  latent bicubic  bicubic-upscale the latent (ComfyUI's Upscale Latent), then decode.
+Each result is 2x / 4x the input's pixel size and is scored (PSNR, dB) against the original resized to
+that size (for the largest scale: the original itself). Decodes use the tiny autoencoder, so the scores
+describe that pipeline, not a full VAE. Files written: original.png, input.png, <method>_x<scale>.png,
+side_by_side.png and demo.json (scores and timings); existing files of those names are replaced.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from .baselines import resize_latent
-from .errors import CheckpointError
-from .imaging import load_rgb, save_png, to_tensor
-from .model import load_model
-from .tiny_ae import TinyAutoencoder, load_tiny_autoencoder
+from .cli import resolve_device, write_atomically
+from .errors import LUAError
+from .imaging import bicubic_resize, load_rgb, to_tensor, to_uint8
+from .metrics import psnr
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-PACK_MODELS = Path(__file__).resolve().parent.parent / "models"
 SAMPLE_IMAGE = ASSETS / "sample.png"
-SAMPLE_LATENT = ASSETS / "sample_sdxl_latent.safetensors"
-DEFAULT_MODEL = PACK_MODELS / "lua-sdxl-small.safetensors"
+DEFAULT_MODEL_NAME = "lua-sdxl-small.safetensors"
+DEFAULT_OUTPUT = "lua_demo"  # relative to the working folder; git-ignored in the repo
+METHODS = ("lua", "pixel_bicubic", "latent_bicubic")
+LABELS = {"lua": "LUA", "pixel_bicubic": "pixel bicubic", "latent_bicubic": "latent bicubic"}
 
 
-def latent_preview(z: torch.Tensor) -> torch.Tensor:
-    """False-colour view of the first three latent channels (per-channel min/max), for when no decoder exists."""
-    x = z[:, :3].float()
-    lo = x.amin(dim=(2, 3), keepdim=True)
-    hi = x.amax(dim=(2, 3), keepdim=True)
-    return (x - lo) / (hi - lo).clamp_min(1e-6)
+def bundled_model(name: str = DEFAULT_MODEL_NAME) -> Path:
+    """A bundled model: inside an installed wheel (lua_core/bundled_models), else the pack's models/ folder."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "bundled_models", here.parent / "models"):
+        if (folder / name).is_file():
+            return folder / name
+    return here.parent / "models" / name  # missing: load_model names this path in its error
 
 
-def side_by_side(images: list[torch.Tensor], labels: list[str], path: Path) -> None:
-    """Equal-height panels, left to right, with labels (nearest-neighbour enlargement so pixels stay visible)."""
-    from PIL import Image, ImageDraw
+DEFAULT_MODEL = bundled_model()
 
-    height = max(img.shape[-2] for img in images)
-    panels = []
-    for img in images:
-        arr = (img[0].permute(1, 2, 0).clamp(0, 1) * 255 + 0.5).byte().cpu().numpy()
-        im = Image.fromarray(arr)
-        panels.append(im.resize((im.width * height // im.height, height), Image.NEAREST))
-    canvas = Image.new("RGB", (sum(p.width for p in panels), height + 20), "white")
+
+def original_image(path: str | Path, max_side: int, multiple: int) -> torch.Tensor:
+    """[1, 3, H, W] in [0, 1]: shrunk (antialiased) to at most max_side, then center-cropped to a multiple."""
+    img = to_tensor(load_rgb(path))
+    h, w = img.shape[-2:]
+    if max(h, w) > max_side:
+        f = max_side / max(h, w)
+        img = bicubic_resize(img, (max(multiple, round(h * f)), max(multiple, round(w * f)))).clamp(0, 1)
+        h, w = img.shape[-2:]
+    ch, cw = h // multiple * multiple, w // multiple * multiple
+    if ch == 0 or cw == 0:
+        raise LUAError(f"{path} is {w}x{h} px; the demo needs at least {multiple}x{multiple}")
+    y, x = (h - ch) // 2, (w - cw) // 2
+    return img[..., y : y + ch, x : x + cw]
+
+
+def write_png(img: torch.Tensor, path: Path) -> None:
+    """Write an RGB tensor in [0, 1] as PNG, atomically."""
+    write_atomically(path, lambda tmp: Image.fromarray(to_uint8(img)).save(tmp, format="PNG"))
+
+
+def side_by_side(rows: list[list[tuple[torch.Tensor, str]]], path: Path) -> None:
+    """One row per scale of labelled panels at their own pixel size (no resampling of the results)."""
+    from PIL import ImageDraw, ImageFont
+
+    try:
+        font = ImageFont.load_default(size=15)
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        font = ImageFont.load_default()
+    label_h = 22
+    width = max(sum(img.shape[-1] for img, _ in row) for row in rows)
+    height = sum(max(img.shape[-2] for img, _ in row) + label_h for row in rows)
+    canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
-    x = 0
-    for panel, label in zip(panels, labels):
-        canvas.paste(panel, (x, 20))
-        draw.text((x + 4, 4), label, fill="black")
-        x += panel.width
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    top = 0
+    for row in rows:
+        left = 0
+        for img, label in row:
+            canvas.paste(Image.fromarray(to_uint8(img)), (left, top + label_h))
+            draw.text((left + 4, top + 3), label, fill="black", font=font)
+            left += img.shape[-1]
+        top += max(img.shape[-2] for img, _ in row) + label_h
+    write_atomically(path, lambda tmp: canvas.save(tmp, format="PNG"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m lua_core demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def timed(fn: Callable[[], torch.Tensor], device: torch.device, warm_up: bool = True) -> tuple[torch.Tensor, float]:
+    """(result, milliseconds) of a call; after a first untimed call (kernels and size caches) unless warm_up=False."""
+    if warm_up:
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    value = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return value, (time.perf_counter() - t0) * 1000
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `demo` (flags and handler) on the CLI's subcommands."""
+    p = subparsers.add_parser(
+        "demo",
+        help="LUA x2/x4 on a bundled photo vs pixel and latent bicubic, with PSNR and timings",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--output", default=DEFAULT_OUTPUT, help=f"folder for the results (default: ./{DEFAULT_OUTPUT})")
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="LUA model (default: the bundled SDXL model)")
-    p.add_argument("--image", default=str(SAMPLE_IMAGE), help="image to encode and upscale (default: bundled sample)")
-    p.add_argument("--vae-approx", default="", help="folder holding taesdxl_encoder/decoder (tiny autoencoder)")
-    p.add_argument("--output", default="lua_demo", help="folder for the results")
-    p.add_argument("--device", default=None, help="cpu (default), cuda, mps")
+    p.add_argument("--image", default=str(SAMPLE_IMAGE), help="the original photo (default: the bundled 512x512 one)")
+    p.add_argument("--max-side", type=int, default=1024, help="larger originals are shrunk to this many pixels first")
     p.add_argument(
-        "--no-autoencoder", action="store_true", help="use the bundled sample latent even if a tiny AE exists"
+        "--vae-approx", default="", help="folder holding the family's tiny autoencoder (default: the bundled taesdxl)"
     )
-    args = p.parse_args(argv)
+    p.add_argument("--device", default=None, help="cpu (default), cuda, mps")
+    p.set_defaults(func=run)
+    return p
 
-    model = load_model(args.model, device=args.device)
-    fam = model.family
-    print(f"model: {Path(args.model).name} ({model.info.describe()})")
-    ae: TinyAutoencoder | None = None
-    if args.no_autoencoder:
-        print("--no-autoencoder: using the bundled sample latent and channel previews")
-    else:
-        try:
-            ae = load_tiny_autoencoder(fam, [args.vae_approx] if args.vae_approx else [], device=model.device)
-            print(f"tiny autoencoder: {fam.tiny_ae} from {ae.source}")
-        except CheckpointError as e:
-            print(f"no tiny autoencoder found ({e}); using the bundled sample latent and channel previews")
 
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; prints a score/timing table and writes the pictures and demo.json into args.output."""
+    from .engine import upscale_latent
+    from .model import load_model
+    from .tiny_ae import load_tiny_autoencoder
+
+    device = resolve_device(args.device)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    if ae is not None:
-        img = to_tensor(load_rgb(args.image))
-        h, w = img.shape[-2:]
-        img = img[..., : h // 8 * 8, : w // 8 * 8].to(model.device)
-        with torch.no_grad():
-            z = ae.encode(img)
-        show = lambda t: ae.decode(t).clamp(0, 1)  # noqa: E731
-        kind = "decoded"
-    else:
-        from safetensors.torch import load_file
+    t0 = time.perf_counter()
+    model = load_model(args.model, device=device)
+    if model.family is None:
+        raise LUAError(f"{args.model} records no latent family; record it with: convert MODEL --family NAME")
+    ae = load_tiny_autoencoder(model.family, [args.vae_approx] if args.vae_approx else [], device=device)
+    load_ms = (time.perf_counter() - t0) * 1000
+    print(f"model: {Path(args.model).name} ({model.info.describe()})")
+    print(f"tiny autoencoder: {model.family.tiny_ae} from {ae.source}")
 
-        if fam is None or fam.name != "sdxl":
-            raise CheckpointError("without a tiny autoencoder the demo needs an SDXL model (the sample latent is SDXL)")
-        z = load_file(str(SAMPLE_LATENT))["latent_tensor"].to(model.device)
-        show = latent_preview
-        kind = "latent preview (first 3 channels)"
-    print(f"input latent: {list(z.shape)}")
-
-    panels, labels = [], []
+    factor = max(model.scales)
+    original = original_image(args.image, args.max_side, 8 * factor).to(device)
+    h, w = original.shape[-2] // factor, original.shape[-1] // factor
+    low = bicubic_resize(original, (h, w)).clamp(0, 1)
     with torch.no_grad():
-        low = show(z)
-        save_png(low, out / "input.png")
-        for scale in (2, 4):
-            if scale > max(model.scales):
-                continue
-            upscale = _timed(lambda s=scale: _upscale(model, z, s))
-            bicubic = resize_latent(z, (z.shape[-2] * scale, z.shape[-1] * scale), "bicubic")
-            lua_img, bic_img = show(upscale["value"]), show(bicubic)
-            save_png(lua_img, out / f"lua_x{scale}.png")
-            save_png(bic_img, out / f"latent_bicubic_x{scale}.png")
-            print(f"x{scale}: {list(z.shape)} -> {list(upscale['value'].shape)} in {upscale['seconds'] * 1000:.0f} ms")
-            panels += [lua_img, bic_img]
-            labels += [f"LUA x{scale}", f"latent bicubic x{scale}"]
-    side_by_side([low] + panels, ["input"] + labels, out / "side_by_side.png")
-    print(f"wrote {out}/input.png, lua_x2.png, lua_x4.png, latent_bicubic_x*.png and side_by_side.png ({kind})")
+        z, encode_ms = timed(lambda: ae.encode(low), device)
+        decoded_low, decode_low_ms = timed(lambda: ae.decode(z).clamp(0, 1), device, warm_up=False)
+    write_png(original, out / "original.png")
+    write_png(low, out / "input.png")
+    print(
+        f"original {original.shape[-1]}x{original.shape[-2]} px -> input {w}x{h} px (bicubic /{factor}) -> "
+        f"latent {list(z.shape)}; load {load_ms:.0f} ms, encode {encode_ms:.0f} ms"
+    )
+
+    report: dict = {
+        "model": Path(args.model).name,
+        "autoencoder": f"{model.family.tiny_ae} ({ae.source})",
+        "device": str(device),
+        "original": [original.shape[-1], original.shape[-2]],
+        "input": [w, h],
+        "latent": list(z.shape),
+        "ms": {"load": round(load_ms, 1), "encode": round(encode_ms, 1)},
+        "scales": {},
+    }
+    rows = []
+    with torch.no_grad():
+        for scale in model.scales:
+            size = (h * scale, w * scale)
+            zsize = (z.shape[-2] * scale, z.shape[-1] * scale)
+            reference = original if size == tuple(original.shape[-2:]) else bicubic_resize(original, size).clamp(0, 1)
+            z_lua, lua_ms = timed(lambda s=scale: upscale_latent(model, z, s), device)
+            z_bic, latent_resize_ms = timed(lambda zs=zsize: resize_latent(z, zs, "bicubic"), device)
+            pixel, pixel_resize_ms = timed(lambda sz=size: bicubic_resize(decoded_low, sz).clamp(0, 1), device)
+            # decodes are the slow part on a CPU: timed once, cold (a warm second call is a little faster)
+            lua_img, decode_ms = timed(lambda zl=z_lua: ae.decode(zl).clamp(0, 1), device, warm_up=False)
+            images = {"lua": lua_img, "pixel_bicubic": pixel, "latent_bicubic": ae.decode(z_bic).clamp(0, 1)}
+            ms = {
+                "lua": {"upscale": lua_ms, "decode": decode_ms},
+                "pixel_bicubic": {"decode": decode_low_ms, "resize": pixel_resize_ms},
+                "latent_bicubic": {"resize": latent_resize_ms, "decode": decode_ms},
+            }
+            scores = {m: round(psnr(img, reference).item(), 3) for m, img in images.items()}
+            print(
+                f"x{scale}: {w}x{h} -> {size[1]}x{size[0]} px, latent {list(z.shape[-2:])} -> {list(z_lua.shape[-2:])}; "
+                f"PSNR against the original{'' if reference is original else f' resized to {size[1]}x{size[0]}'}:"
+            )
+            row = [(_nearest(low, size), f"input, nearest x{scale}")]
+            for m in METHODS:
+                steps = " + ".join(f"{k} {v:.0f} ms" for k, v in ms[m].items())
+                print(f"  {LABELS[m]:<15} {scores[m]:6.2f} dB   {steps}")
+                write_png(images[m], out / f"{m}_x{scale}.png")
+                row.append((images[m], f"{LABELS[m]} x{scale}: {scores[m]:.2f} dB"))
+            row.append((reference, "original" if reference is original else f"original resized to {size[1]}x{size[0]}"))
+            rows.append(row)
+            report["scales"][f"x{scale}"] = {
+                "size": [size[1], size[0]],
+                "psnr_db": scores,
+                "ms": {m: {k: round(v, 1) for k, v in d.items()} for m, d in ms.items()},
+                "files": {m: f"{m}_x{scale}.png" for m in METHODS},
+            }
+    side_by_side(rows, out / "side_by_side.png")
+    write_atomically(out / "demo.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1) + "\n"))
+    print(f"wrote {out}/: original.png, input.png, {{lua,pixel_bicubic,latent_bicubic}}_x*.png, side_by_side.png, demo.json")
     return 0
 
 
-def _upscale(model, z: torch.Tensor, scale: int) -> torch.Tensor:
-    from .engine import upscale_latent
+def _nearest(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour enlargement (shows the input's pixels as they are)."""
+    return torch.nn.functional.interpolate(img, size=size, mode="nearest")
 
-    return upscale_latent(model, z, scale)
-
-
-def _timed(fn) -> dict:
-    fn()  # warm-up: first call builds the size caches
-    t0 = time.perf_counter()
-    value = fn()
-    if value.device.type == "cuda":
-        torch.cuda.synchronize()
-    return {"value": value, "seconds": time.perf_counter() - t0}

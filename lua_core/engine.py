@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -122,7 +124,64 @@ def run_network(model: LUAModel, x: torch.Tensor, scale: int) -> torch.Tensor:
     """Pad, run one head, crop: [N, C, h, w] -> [N, C, h*scale, w*scale] in the model's dtype."""
     h, w = x.shape[-2:]
     x = pad_to_multiple(x.to(device=model.device, dtype=model.dtype), model.config.window_size)
-    return model.net(x, scale)[..., : h * scale, : w * scale]
+    return network_forward(model, x, scale)[..., : h * scale, : w * scale]
+
+
+# --------------------------------------------------------------------------- torch.compile (opt-in)
+
+COMPILE_ENV = "LUA_COMPILE"
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_BACKEND = "inductor"  # tests swap in a backend that needs no C++/Triton toolchain
+
+
+def compile_mode() -> str | None:
+    """The torch.compile mode asked for by LUA_COMPILE: unset/0 = off (eager), 1 = default, or a mode name."""
+    value = os.environ.get(COMPILE_ENV, "").strip().lower()
+    if value in ("", "0", "off", "false", "no"):
+        return None
+    if value in ("1", "on", "true", "yes"):
+        return "default"
+    if value not in COMPILE_MODES:
+        raise LUAError(
+            f"{COMPILE_ENV}={value!r} is not understood; expected 0 (off), 1 (on) or a torch.compile mode: "
+            f"{', '.join(COMPILE_MODES)}"
+        )
+    return value
+
+
+def network_forward(model: LUAModel, x: torch.Tensor, scale: int) -> torch.Tensor:
+    """`model.net(x, scale)`, through torch.compile when LUA_COMPILE asks for it; eager if compiling fails.
+
+    reduce-overhead mode replays CUDA graphs and reuses their output buffers: callers copy the
+    result before the next call (run_tiled does).
+    """
+    mode = compile_mode()
+    if mode is None or torch.is_grad_enabled():
+        return model.net(x, scale)
+    compiled = getattr(model.net, "_lua_compiled", {})
+    if mode not in compiled:
+        try:
+            compiled[mode] = torch.compile(model.net, mode=mode, dynamic=False, backend=COMPILE_BACKEND)
+        except Exception as err:  # noqa: BLE001 - any failure to set up compile means: run eagerly
+            log.warning("LUA: torch.compile(mode=%s) is unavailable, running eagerly: %s", mode, _first_line(err))
+            compiled[mode] = None
+        model.net._lua_compiled = compiled
+    fn = compiled[mode]
+    if fn is None:
+        return model.net(x, scale)
+    try:
+        return fn(x, scale)
+    except Exception as err:  # noqa: BLE001 - OOM re-raised for the tiling fallback, else eager from now on
+        if is_oom(err):
+            raise
+        log.warning("LUA: torch.compile(mode=%s) failed, running eagerly from now on: %s", mode, _first_line(err))
+        compiled[mode] = None
+    return model.net(x, scale)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 # --------------------------------------------------------------------------- memory
@@ -160,7 +219,7 @@ def estimate_memory(model: LUAModel, shape: tuple[int, ...] | torch.Size, scale:
     n = shape[0] * (shape[2] if len(shape) == 5 else 1)
     pixels = shape[-2] * shape[-1]
     weights = sum(p.numel() * p.element_size() for p in model.net.parameters())
-    return weights + n * pixels * bytes_per_pixel(model, head) + mask_bytes(model, max(shape[-2:]))
+    return weights + n * pixels * bytes_per_pixel(model, head) + mask_bytes(model)
 
 
 def working_memory(model: LUAModel, shape: tuple[int, ...] | torch.Size, scale: float) -> int:
@@ -170,12 +229,13 @@ def working_memory(model: LUAModel, shape: tuple[int, ...] | torch.Size, scale: 
     return estimate_memory(model, (1, shape[1], side, side), scale) - weights
 
 
-def mask_bytes(model: LUAModel, tile: int) -> int:
-    """Peak bytes of the shift masks at a tile size (edge windows only)."""
+def mask_bytes(model: LUAModel) -> int:
+    """Bytes of the attention masks every block caches (position bias, plus four shift patterns in odd blocks)."""
     cfg = model.config
-    windows = 2 * math.ceil(tile / cfg.window_size)
     n = cfg.window_size**2
-    return windows * max(cfg.num_heads) * n * n * 4 * 2
+    elem = torch.finfo(model.dtype).bits // 8
+    per_block = [(4 if j % 2 else 1) * heads * n * n * elem for d, heads in zip(cfg.depths, cfg.num_heads) for j in range(d)]
+    return sum(per_block)
 
 
 OOM_ERRORS = (
@@ -249,7 +309,7 @@ def plan_tiles(
         per_px = bytes_per_pixel(model, scale)
         side = max(h, w)
         tile, batch = side, n
-        while tile > floor and batch * tile * min(tile, min(h, w)) * per_px + mask_bytes(model, tile) > budget:
+        while tile > floor and batch * tile * min(tile, min(h, w)) * per_px + mask_bytes(model) > budget:
             tile = max(floor, tile // 2 // win * win)
         while batch > 1 and batch * tile * tile * per_px > budget:
             batch = (batch + 1) // 2
@@ -307,10 +367,38 @@ def run_tiled(
     rows = tile_spans(h, plan.tile, plan.overlap, win)
     cols = tile_spans(w, plan.tile, plan.overlap, win)
     batches = [(b, min(n, b + plan.batch)) for b in range(0, n, plan.batch)]
-    total, done = len(batches) * len(rows) * len(cols), 0
+    # progress counts transformer blocks, so a single untiled pass moves the bar (and can be cancelled) too
+    blocks = sum(len(layer.residual_group.blocks) for layer in model.net.layers)
+    total, done = len(batches) * len(rows) * len(cols) * blocks, 0
     tiled = len(rows) * len(cols) > 1
     out = torch.zeros(n, c, h * scale, w * scale, dtype=torch.float32, device=x.device)
     weight = torch.zeros(h * scale, w * scale, dtype=torch.float32, device=x.device) if tiled else None
+
+    def block_done(*_) -> None:
+        nonlocal done
+        done += 1
+        progress(done, total)
+
+    with after_each_block(model, block_done if progress is not None else None):
+        _run_tiles(model, x, scale, batches, rows, cols, out, weight)
+    return out / weight if tiled else out
+
+
+def after_each_block(model: LUAModel, callback: Callable[..., None] | None) -> contextlib.AbstractContextManager:
+    """Call `callback` after every transformer block of the network inside the `with` (nothing if None)."""
+    if callback is None:
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    for layer in model.net.layers:
+        for block in layer.residual_group.blocks:
+            stack.callback(block.register_forward_hook(callback).remove)
+    return stack
+
+
+def _run_tiles(model, x, scale, batches, rows, cols, out, weight) -> None:
+    """Accumulate every tile's output into `out` (feathered into `weight` when tiled)."""
+    win = model.config.window_size
+    tiled = weight is not None
     for b0, b1 in batches:
         for iy, (y0, y1) in enumerate(rows):
             for ix, (x0, x1) in enumerate(cols):
@@ -326,10 +414,6 @@ def run_tiled(
                         weight[region] += wt
                 else:
                     out[b0:b1] = tile
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-    return out / weight if tiled else out
 
 
 # --------------------------------------------------------------------------- public API
@@ -351,7 +435,7 @@ def upscale_latent(
     antialiased bicubic downscale to exactly round(h*scale) x round(w*scale). Tiles are
     chosen from free memory unless `tile_size` is given; on out-of-memory the tile (then
     the batch chunk) is halved and the work restarted, down to a floor. `progress(done,
-    total)` is called per tile and may raise to cancel.
+    total)` is called after each transformer block of each tile and may raise to cancel.
     """
     check_latent(model, samples)
     head = pick_head(model, scale)

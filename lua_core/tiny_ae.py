@@ -2,7 +2,8 @@
 
 The tiny encoder outputs the family's *scaled* latent; everything in lua_core works in raw VAE
 space, so `TinyAutoencoder.encode`/`decode` apply the family's scale/shift on the way.
-Weight files are found in ComfyUI's `models/vae_approx`, a given folder, or `$LUA_VAE_APPROX`.
+Weight files are found in a given folder, `$LUA_VAE_APPROX`, ComfyUI's `models/vae_approx`, or (SDXL only)
+the copy bundled in `lua_core/assets`, which makes the demo work with no downloads.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from torch import nn
 
 from .errors import CheckpointError
 from .families import LatentFamily, get_family
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "assets"  # taesdxl encoder + decoder (MIT, see its README)
 
 
 def _conv(c_in: int, c_out: int, bias: bool = True, stride: int = 1) -> nn.Conv2d:
@@ -129,7 +132,7 @@ def default_search_dirs(extra: Iterable[str | os.PathLike] = ()) -> list[Path]:
     here = Path(__file__).resolve().parent.parent
     # a ComfyUI install when the pack sits in custom_nodes/, then the development checkout's ../shared
     dirs += [here.parent.parent / "models" / "vae_approx", here.parent / "shared" / "vae_approx"]
-    return dirs
+    return dirs + [BUNDLED_DIR]  # last: a user's own copy wins
 
 
 def find_tiny_ae_files(family: LatentFamily, dirs: Iterable[Path]) -> tuple[Path, Path] | None:

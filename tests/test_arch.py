@@ -8,7 +8,13 @@ from conftest import make_model
 from reference_lua import reference_forward
 
 from lua_core import LUAConfig, ModelInfo, SwinIRMultiHead
-from lua_core.arch.swinir_multihead import relative_position_index, shift_window_mask
+from lua_core.arch.swinir_multihead import (
+    WindowLayout,
+    relative_position_index,
+    shift_mask_patterns,
+    shift_window_mask,
+    window_order,
+)
 from lua_core.engine import run_network
 from lua_core.model import LUAModel
 
@@ -157,3 +163,83 @@ def test_moving_the_model_drops_cached_size_tensors():
     assert model.net._size_cache
     model.to(dtype=torch.bfloat16)
     assert not model.net._size_cache
+
+
+@pytest.mark.parametrize("size", [(16, 16), (32, 48), (64, 32), (8, 24)])
+def test_shift_mask_patterns_give_every_windows_mask(size):
+    """Grouping windows by pattern reproduces the per-window shift mask of the spec rule at any size."""
+    h, w = size
+    masks = shift_window_mask(h, w, 8, 4)
+    patterns = shift_mask_patterns(8, 4)
+    layout = WindowLayout.build(h, w, 8, 4, torch.device("cpu"))
+    order = window_order(h, w, 8, 4)  # [nW, N] row-major windows
+    seen = 0
+    for (count, pattern), tokens in zip(layout.groups, layout.group_tokens):
+        for win in tokens.view(count, 64):
+            index = next(i for i in range(order.shape[0]) if torch.equal(order[i], win))
+            assert torch.equal(masks[index], patterns[pattern])
+            seen += 1
+    assert seen == layout.windows == (h // 8) * (w // 8)
+
+
+def test_a_batch_matches_one_image_at_a_time():
+    """Windows of all images are grouped together (fewer attention calls); each image's result is unchanged."""
+    model = make_model()
+    x = torch.randn(3, 4, 24, 40, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        together = model.net(x, 2)
+        alone = torch.cat([model.net(x[i : i + 1], 2) for i in range(3)])
+    assert (together - alone).abs().max().item() <= 1e-5
+
+
+def test_padded_head_dim_matches_reference(official_state_dict, monkeypatch):
+    """The CUDA layout (head dim 30 zero-padded to 32 for the fused SDPA kernels) computes the same function."""
+    from lua_core.arch import swinir_multihead
+
+    monkeypatch.setitem(swinir_multihead.HEAD_DIM_MULTIPLE, "cpu", 8)
+    net = SwinIRMultiHead(LUAConfig()).eval()
+    net.load_state_dict(official_state_dict, strict=True)
+    model = LUAModel(net, ModelInfo(LUAConfig(), None))
+    x = torch.randn(1, 16, 21, 35, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        ours = run_network(model, x, 2)
+        ref = reference_forward(official_state_dict, x, 2, 16)
+    assert (ours - ref).abs().max().item() <= 1e-4
+
+
+def test_cached_masks_follow_in_place_weight_changes_and_moves():
+    model = make_model()
+    attn = model.net.layers[0].residual_group.blocks[1].attn
+    x = torch.randn(1, 4, 16, 16)
+    with torch.no_grad():
+        before = model.net(x, 2)
+        assert attn._mask_cache is not None
+        cached = attn._mask_cache[1]
+        assert attn.attention_masks(torch.float32, x.device) is cached  # a hit: no recompute
+        attn.relative_position_bias_table.mul_(3.0)  # an optimizer-style in-place update
+        after = model.net(x, 2)
+        assert attn.attention_masks(torch.float32, x.device) is not cached
+    assert not torch.allclose(before, after)
+    with torch.no_grad():
+        attn.relative_position_bias_table.div_(3.0)
+        assert torch.allclose(model.net(x, 2), before, atol=1e-6)
+    model.to(dtype=torch.bfloat16)
+    assert attn._mask_cache is None
+
+
+def test_attention_masks_work_on_inference_tensors_and_follow_new_weights():
+    """ComfyUI builds and runs models under torch.inference_mode: their tensors have no version counter."""
+    from conftest import make_model
+
+    x = torch.randn(1, 4, 16, 16)
+    with torch.inference_mode():
+        model = make_model()
+        first = model.net(x, 2)
+        again = model.net(x, 2)
+        assert torch.equal(first, again)
+        sd = {k: v.clone() for k, v in model.net.state_dict().items()}
+        for k in sd:
+            if k.endswith("relative_position_bias_table"):
+                sd[k] += 1.0
+        model.net.load_state_dict(sd)
+        assert not torch.equal(model.net(x, 2), first), "cached masks outlived load_state_dict"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import contextlib
+import io
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +13,15 @@ import torch
 from conftest import ROOT, TRAIN_IMAGES, VAE_APPROX, make_model
 from PIL import Image
 
-from lua_core.demo import DEFAULT_MODEL
-from lua_core.demo import main as demo_main
+from lua_core.cli import main
+from lua_core.data_split import is_validation
+from lua_core.demo import DEFAULT_MODEL, LABELS, original_image
+from lua_core.demo import METHODS as DEMO_METHODS
 from lua_core.evaluation import METHODS, comparison_figure, detail_box, evaluate, held_out_images, hr_crop, outputs_for
-from lua_core.tiny_ae import load_tiny_autoencoder
-from lua_core.train.data import is_validation
+from lua_core.imaging import bicubic_resize
+from lua_core.metrics import psnr
+from lua_core.model import load_model
+from lua_core.tiny_ae import BUNDLED_DIR, default_search_dirs, find_tiny_ae_files, load_tiny_autoencoder
 
 needs_shared = pytest.mark.skipif(not VAE_APPROX.is_dir(), reason="needs ../shared/vae_approx")
 
@@ -24,33 +30,83 @@ def test_bundled_model_is_shipped():
     assert DEFAULT_MODEL.is_file(), "models/lua-sdxl-small.safetensors must ship with the pack"
 
 
-@needs_shared
-def test_demo_with_tiny_autoencoder(tmp_path, capsys):
-    assert demo_main(["--output", str(tmp_path), "--vae-approx", str(VAE_APPROX)]) == 0
-    out = capsys.readouterr().out
-    assert "tiny autoencoder: taesdxl" in out and "x2: [1, 4, 32, 32] -> [1, 4, 64, 64] in" in out and " ms" in out
-    with Image.open(tmp_path / "input.png") as im:
-        assert im.size == (256, 256)
-    with Image.open(tmp_path / "lua_x2.png") as im:
-        assert im.size == (512, 512)
-    with Image.open(tmp_path / "lua_x4.png") as im:
-        assert im.size == (1024, 1024)
-    for name in ("latent_bicubic_x2.png", "latent_bicubic_x4.png", "side_by_side.png"):
-        assert (tmp_path / name).is_file()
+def test_the_sdxl_tiny_autoencoder_is_bundled_with_its_licence():
+    found = find_tiny_ae_files(load_model(DEFAULT_MODEL).family, [BUNDLED_DIR])
+    assert found == (BUNDLED_DIR / "taesdxl_encoder.safetensors", BUNDLED_DIR / "taesdxl_decoder.safetensors")
+    assert default_search_dirs()[-1] == BUNDLED_DIR  # the fallback: any copy of the user's own comes first
+    assert "MIT License" in (BUNDLED_DIR / "LICENSE-taesd.txt").read_text()
+    notes = (BUNDLED_DIR / "README.md").read_text()
+    assert "madebyollin" in notes and "MIT" in notes and "LICENSE-taesd.txt" in notes
+    if VAE_APPROX.is_dir():  # the same bytes ComfyUI uses, not a re-export
+        for path in found:
+            assert path.read_bytes() == (VAE_APPROX / path.name).read_bytes()
 
 
-def test_demo_without_autoencoder_uses_the_bundled_latent(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "lua_core", "demo", "--no-autoencoder", "--output", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "bundled sample latent" in proc.stdout and "latent preview" in proc.stdout
-    with Image.open(tmp_path / "lua_x4.png") as im:
-        assert im.size == (128, 128)  # 32x32 latent x4, shown one pixel per latent pixel
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> tuple[Path, str]:
+    """One demo run (output folder, stdout) on the bundled photo shrunk to 128 px, to keep the tests quick."""
+    out = tmp_path_factory.mktemp("demo") / "out"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(["demo", "--output", str(out), "--max-side", "128", "--vae-approx", str(BUNDLED_DIR)]) == 0
+    return out, stdout.getvalue()
+
+
+def test_demo_writes_real_pictures_with_every_baseline_and_its_psnr(demo_run):
+    out, text = demo_run
+    assert f"tiny autoencoder: taesdxl from {BUNDLED_DIR}" in text
+    report = json.loads((out / "demo.json").read_text())
+    assert report["original"] == [128, 128] and report["input"] == [32, 32] and report["latent"] == [1, 4, 4, 4]
+    with Image.open(out / "input.png") as im:
+        assert im.size == (32, 32)
+    for scale in (2, 4):
+        entry = report["scales"][f"x{scale}"]
+        assert set(entry["psnr_db"]) == set(DEMO_METHODS) == {"lua", "pixel_bicubic", "latent_bicubic"}
+        for method in DEMO_METHODS:
+            with Image.open(out / f"{method}_x{scale}.png") as im:
+                assert im.size == (32 * scale, 32 * scale)  # 2x and 4x the demo's input
+            assert f"{LABELS[method]:<15} {entry['psnr_db'][method]:6.2f} dB" in text
+        assert all(v >= 0 for step in entry["ms"].values() for v in step.values())
+    with Image.open(out / "side_by_side.png") as im:
+        # rows x2 and x4; panels: input (nearest), LUA, pixel bicubic, latent bicubic, original
+        assert im.size == (5 * 128, (64 + 22) + (128 + 22))
+
+
+def test_demo_scores_match_the_evaluation_protocol(demo_run):
+    """x4 is scored exactly like bench/quality.py; x2 against the original resized to the x2 size."""
+    out, _ = demo_run
+    report = json.loads((out / "demo.json").read_text())
+    model = load_model(DEFAULT_MODEL)
+    ae = load_tiny_autoencoder("sdxl", [BUNDLED_DIR])
+    original = original_image(ROOT / "lua_core" / "assets" / "sample.png", 128, 32)
+    x4 = outputs_for(model, ae, original, 4, ceiling=original)
+    for method in DEMO_METHODS:
+        expected = psnr(x4[method], original).item()
+        assert report["scales"]["x4"]["psnr_db"][method] == pytest.approx(expected, abs=2e-3), method
+    with Image.open(out / "lua_x2.png") as im:
+        lua_x2 = torch.from_numpy(np.array(im)).permute(2, 0, 1)[None].float() / 255
+    reference = bicubic_resize(original, (64, 64)).clamp(0, 1)
+    # the PNG is 8-bit: its PSNR is within rounding of the float score
+    assert psnr(lua_x2, reference).item() == pytest.approx(report["scales"]["x2"]["psnr_db"]["lua"], abs=0.05)
+
+
+def test_demo_failures_are_one_line(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["demo", "--output", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_default_demo_output_is_git_ignored():
+    import subprocess
+
+    from lua_core.demo import DEFAULT_OUTPUT
+
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    proc = subprocess.run(["git", "check-ignore", "-q", f"{DEFAULT_OUTPUT}/side_by_side.png"], cwd=ROOT)
+    assert proc.returncode == 0, f"{DEFAULT_OUTPUT}/ (the demo's default output) must be in .gitignore"
 
 
 @needs_shared

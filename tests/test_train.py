@@ -14,13 +14,16 @@ import pytest
 import torch
 from conftest import ROOT, TRAIN_IMAGES, VAE_APPROX
 from PIL import Image
+from safetensors.torch import load_file
 
 from lua_core import load_model, upscale_latent
 from lua_core.baselines import resize_latent
+from lua_core.data_split import scan_images
 from lua_core.metrics import psnr
+from lua_core.tiny_ae import load_tiny_autoencoder
 from lua_core.train.config import TrainConfig
-from lua_core.train.data import scan_images
-from lua_core.train.trainer import MultiHead, Trainer, config_with_resume
+from lua_core.train.data import ALIGN, cache_key
+from lua_core.train.trainer import MultiHead, Trainer, config_with_resume, gradient_shares
 
 pytestmark = pytest.mark.skipif(not TRAIN_IMAGES.is_dir() or not VAE_APPROX.is_dir(), reason="needs ../shared")
 
@@ -28,6 +31,9 @@ TINY = dict(
     family="sdxl",
     vae_approx=str(VAE_APPROX),
     crop=128,
+    tile=160,
+    max_tiles_per_image=2,
+    synthetic_tiles=2,
     embed_dim=16,
     depths="1,1",
     num_heads="2,2",
@@ -61,6 +67,12 @@ def make_cfg(data: Path, run: Path, cache: Path, **kw) -> TrainConfig:
     return TrainConfig(data=str(data), run_dir=str(run), cache_dir=str(cache), **{**TINY, **kw})
 
 
+def whole_split(dataset) -> dict[str, torch.Tensor]:
+    """Every crop of a LatentCrops dataset stacked into one batch."""
+    samples = [dataset[i] for i in range(len(dataset))]
+    return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+
+
 def read_log(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
 
@@ -69,7 +81,7 @@ def test_tiny_model_overfits_and_beats_latent_bicubic(few_images, cache_dir, tmp
     run = tmp_path / "run"
     cfg = make_cfg(few_images, run, cache_dir, stage_steps="60,0,0", lr=2e-3, single_head_fraction=0.0, ema_decay=0.9)
     trainer = Trainer(cfg, say=lambda m: None)
-    crops = trainer.train_set.batch(torch.arange(len(trainer.train_set)))
+    crops = whole_split(trainer.train_set)
 
     def full_set_loss(net) -> float:
         with torch.no_grad():
@@ -78,7 +90,7 @@ def test_tiny_model_overfits_and_beats_latent_bicubic(few_images, cache_dir, tmp
     before = full_set_loss(trainer.net)
     exported = trainer.run()
     assert len([r for r in read_log(run) if "loss" in r]) == 60
-    assert full_set_loss(trainer.ema) < 0.95 * before, "latent L1 over the training crops did not fall"
+    assert full_set_loss(trainer.ema.module) < 0.95 * before, "latent L1 over the training crops did not fall"
 
     model = load_model(exported)
     assert model.family.name == "sdxl" and model.info.provenance["steps"] == 60
@@ -224,3 +236,50 @@ def test_cli_errors_before_any_work(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2 and "no usable training images" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_crops_are_every_aligned_window_of_every_tile(few_images, cache_dir, tmp_path):
+    trainer = Trainer(make_cfg(few_images, tmp_path / "run", cache_dir), say=lambda m: None)
+    data = trainer.train_set
+    counts = trainer.index["counts"]
+    assert counts["synthetic"] == TINY["synthetic_tiles"] and counts["train"] > counts["synthetic"]
+    assert data.per_side == (TINY["tile"] - TINY["crop"]) // ALIGN + 1 == 2
+    assert len(data) == counts["train"] * data.per_side**2
+    shard = load_file(str(cache_dir / trainer.index["shards"]["train"][0]))
+    tile = 1  # second tile of the first shard: its four crops, in raster order
+    for pos, (y, x) in enumerate([(0, 0), (0, 32), (32, 0), (32, 32)]):
+        sample = data[tile * 4 + pos]
+        assert torch.equal(sample["hr_px"], shard["hr_px"][tile, :, y : y + 128, x : x + 128].float() / 255)
+        assert torch.equal(sample["z_hr"], shard["z_hr"][tile, :, y // 8 : (y + 128) // 8, x // 8 : (x + 128) // 8])
+        assert torch.equal(sample["z_lr2"], shard["z_lr2"][tile, :, y // 16 : y // 16 + 8, x // 16 : x // 16 + 8])
+        assert torch.equal(sample["z_lr4"], shard["z_lr4"][tile, :, y // 32 : y // 32 + 4, x // 32 : x // 32 + 4])
+
+
+def test_cache_key_follows_image_content_not_timestamps(few_images, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(few_images, copy)
+    ae = load_tiny_autoencoder("sdxl", [VAE_APPROX])
+    images = sorted(copy.iterdir())
+    cfg = make_cfg(copy, tmp_path / "run", tmp_path / "cache")
+    key = cache_key(cfg, images, ae)
+    os.utime(images[0], (1_000_000, 1_000_000))  # a restored or copied file: new mtime, same bytes
+    assert cache_key(cfg, images, ae) == key
+    images[0].write_bytes(images[0].read_bytes() + b"\0")  # same size class, different content
+    assert cache_key(cfg, images, ae) != key
+
+
+def test_every_enabled_loss_term_moves_the_gradient(few_images, cache_dir, tmp_path):
+    """On a real batch and the shipped SDXL weights, no enabled term is under 1 % of the summed gradient norms."""
+    shipped = ROOT / "models" / "lua-sdxl-small.safetensors"
+    model_fields = {k: TrainConfig().__dict__[k] for k in ("embed_dim", "depths", "num_heads", "head_num_feat")}
+    cfg = make_cfg(few_images, tmp_path / "run", cache_dir, init_from=str(shipped), batch_size=8, **model_fields)
+    trainer = Trainer(cfg, say=lambda m: None)
+    batch = next(trainer._batches)
+    params = list(trainer.net.parameters())
+    expected = {0: {"latent_l1", "latent_fft"}, 1: {"latent_l1", "latent_fft", "down_l1", "hf_l1"}}
+    expected[2] = {"pix_l1", "pix_fft", "edge"}
+    for stage, names in expected.items():
+        shares = gradient_shares(trainer.loss_terms(batch, [2, 4], stage), params)
+        assert set(shares) == names
+        weak = {k: v for k, v in shares.items() if v < 0.01}
+        assert not weak, f"stage {stage}: terms under 1 % of the gradient: {weak} (all shares {shares})"

@@ -116,47 +116,67 @@ def window_order(height: int, width: int, window: int, shift: int) -> torch.Tens
     return flat.view(height // window, window, width // window, window).transpose(1, 2).reshape(-1, window * window)
 
 
-@dataclass
-class WindowLayout:
-    """How one kind of block (plain or shifted) cuts a padded image into windows.
+def shift_mask_patterns(window: int, shift: int) -> torch.Tensor:
+    """The four distinct shift masks [4, N, N], by pattern: 0 none, 1 right column, 2 bottom row, 3 corner.
 
-    Windows are reordered by shift-mask pattern: every window of a group shares one
-    [N, N] mask (there are at most four: none, bottom row, right column, corner), so
-    attention runs once per group with a broadcast [1, nH, N, N] mask instead of a
-    materialised per-window one.
+    Only windows in the last window row or column of a shifted image hold wrapped-around
+    regions, and their masks do not depend on the image size, so a 2x2-window image has them all.
+    """
+    return shift_window_mask(2 * window, 2 * window, window, shift)
+
+
+@dataclass(eq=False)
+class WindowLayout:
+    """How one kind of block (plain or shifted) cuts padded images into windows.
+
+    Windows are grouped by shift-mask pattern (see `shift_mask_patterns`), and a batch is
+    ordered group by group with every image's windows of a group side by side, so attention
+    runs once per group (at most four calls whatever the batch) with a broadcast
+    [1, nH, N, N] mask instead of a materialised per-window one.
     """
 
-    order: torch.Tensor  # [H*W] gather index, tokens in window order
-    inverse: torch.Tensor  # [H*W] gather index back to row-major
-    groups: list[tuple[int, torch.Tensor | None]]  # (windows, shared [N, N] mask or None), in window order
+    tokens_per_image: int
+    groups: list[tuple[int, int]]  # (windows per image, mask pattern), in window order
+    group_tokens: list[torch.Tensor]  # per group: flat row-major source index of its windows' tokens, one image
+    _batched: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @property
     def windows(self) -> int:
+        """Windows per image."""
         return sum(count for count, _ in self.groups)
 
-    @property
-    def shifted(self) -> bool:
-        return any(mask is not None for _, mask in self.groups)
+    def batch_groups(self, batch: int) -> list[tuple[int, int]]:
+        """(windows, mask pattern) of each group for a batch of `batch` images, in `batch_order` order."""
+        return [(count * batch, pattern) for count, pattern in self.groups]
 
-    def full_mask(self) -> torch.Tensor:
-        """[nW, N, N] mask in window order (for the batched training path only)."""
-        ref = next(m for _, m in self.groups if m is not None)
-        return torch.cat([ref.new_zeros(c, *ref.shape) if m is None else m.expand(c, -1, -1) for c, m in self.groups])
+    def batch_order(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gather index into `[batch*H*W]` tokens that puts them in window order, and its inverse (cached)."""
+        hit = self._batched.get(batch)
+        if hit is None:
+            if len(self._batched) >= 8:  # bounded: a few batch chunk sizes per run
+                self._batched.clear()
+            first = self.group_tokens[0]
+            offsets = torch.arange(batch, device=first.device) * self.tokens_per_image
+            order = torch.cat([(offsets[:, None] + idx[None, :]).flatten() for idx in self.group_tokens])
+            hit = self._batched[batch] = (order, torch.argsort(order))
+        return hit
 
     @classmethod
     def build(cls, height: int, width: int, window: int, shift: int, device: torch.device) -> WindowLayout:
-        order = window_order(height, width, window, shift)
-        groups: list[tuple[int, torch.Tensor | None]] = [(order.shape[0], None)]
+        order = window_order(height, width, window, shift)  # [nW, N], row-major windows
+        rows, cols = height // window, width // window
+        pattern = torch.zeros(rows * cols, dtype=torch.long)
         if shift:
-            masks = shift_window_mask(height, width, window, shift)
-            patterns, pattern_of = torch.unique(masks, dim=0, return_inverse=True)
-            zero = [i for i in range(len(patterns)) if not patterns[i].any()]
-            ranks = zero + [i for i in range(len(patterns)) if i not in zero]  # unmasked group first
-            perm = torch.cat([torch.nonzero(pattern_of == r).flatten() for r in ranks])
-            order = order[perm]
-            groups = [(int((pattern_of == r).sum()), None if r in zero else patterns[r].to(device)) for r in ranks]
-        order = order.flatten()
-        return cls(order.to(device), torch.argsort(order).to(device), groups)
+            last_col = (torch.arange(cols) == cols - 1).long().repeat(rows)
+            last_row = (torch.arange(rows) == rows - 1).long().repeat_interleave(cols)
+            pattern = last_col + 2 * last_row
+        groups, tokens = [], []
+        for p in range(4):
+            chosen = pattern == p
+            if chosen.any():
+                groups.append((int(chosen.sum()), p))
+                tokens.append(order[chosen].flatten().to(device))
+        return cls(height * width, groups, tokens)
 
 
 @dataclass
@@ -187,53 +207,87 @@ class Mlp(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
+# SDPA's fused CUDA kernels (memory-efficient, cuDNN) need the head dim to be a multiple of 8
+# (4 in fp32); the official 360/12 = 30 would fall back to the unfused math path. Zero-padding
+# q, k and v changes no dot product, so pad on those devices and pass the true scale.
+HEAD_DIM_MULTIPLE = {"cuda": 8}
+
+
+def _compiling() -> bool:
+    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    return bool(is_compiling and is_compiling())
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows, with a learned relative-position bias."""
 
-    def __init__(self, dim: int, window: int, num_heads: int, qkv_bias: bool = True) -> None:
+    def __init__(self, dim: int, window: int, num_heads: int, qkv_bias: bool = True, shift: int = 0) -> None:
         super().__init__()
-        self.dim, self.window, self.num_heads = dim, window, num_heads
+        self.dim, self.window, self.num_heads, self.shift = dim, window, num_heads, shift
         self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
         self.register_buffer("relative_position_index", relative_position_index(window))
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
+        self._mask_cache: tuple[tuple, torch.Tensor] | None = None
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
+    def _apply(self, fn, *args, **kwargs):
+        self._mask_cache = None  # never keep masks on a device the weights left (ComfyUI offloads models)
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._mask_cache = None  # new weights, new bias
+        return super()._load_from_state_dict(*args, **kwargs)
+
     def position_bias(self) -> torch.Tensor:
-        """[nH, N, N] bias gathered from the table (one contiguous gather; cheap, so not cached)."""
+        """[nH, N, N] bias gathered from the table."""
         n = self.window * self.window
         table = self.relative_position_bias_table
         return table.t().index_select(1, self.relative_position_index.view(-1)).view(-1, n, n)
 
-    def forward(self, windows: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
-        """windows [B*nW, N, C] in `layout` order."""
+    def attention_masks(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """Additive masks [P, nH, N, N]: position bias plus each shift pattern (P = 4 when shifted, else 1).
+
+        Without autograd they are cached, keyed on the bias table's storage and version counter
+        (host-side, no device sync), so load_state_dict, optimizer steps and .to() show at once.
+        """
+        table = self.relative_position_bias_table
+        cache = not torch.is_grad_enabled() and not _compiling()
+        if cache:
+            # inference tensors (weights loaded under torch.inference_mode, as ComfyUI does) have no
+            # version counter; load_state_dict and .to() clear the cache for them
+            version = -1 if table.is_inference() else table._version
+            key = (dtype, device, table.data_ptr(), version)
+            if self._mask_cache is not None and self._mask_cache[0] == key:
+                return self._mask_cache[1]
+        masks = self.position_bias().to(device=device, dtype=dtype).unsqueeze(0)
+        if self.shift:
+            masks = masks + shift_mask_patterns(self.window, self.shift).to(device=device, dtype=dtype).unsqueeze(1)
+        if cache:
+            self._mask_cache = (key, masks)
+        return masks
+
+    def forward(self, windows: torch.Tensor, groups: list[tuple[int, int]]) -> torch.Tensor:
+        """windows [B*nW, N, C] in `WindowLayout.batch_order`; groups = `WindowLayout.batch_groups`."""
         bnw, n, c = windows.shape
-        qkv = self.qkv(windows).view(bnw, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        bias = self.position_bias().to(q.dtype).unsqueeze(0)
-        if not layout.shifted:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        elif torch.is_grad_enabled() and (bias.requires_grad or q.requires_grad):
-            # Training: one batched call (fused CPU kernels cannot take a mask that needs gradients anyway).
-            nw = layout.windows
-            mask = (layout.full_mask().to(q.dtype).unsqueeze(1) + bias).unsqueeze(0)
-            q, k, v = (t.reshape(bnw // nw, nw, self.num_heads, n, self.head_dim) for t in (q, k, v))
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        else:
-            # Inference: one fused SDPA call per image and mask group, each with a broadcast 4-D mask
-            # (a 5-D or per-window mask would push SDPA onto its slow math path or copy the mask).
-            masks = [bias if m is None else bias + m.to(q.dtype) for _, m in layout.groups]
-            nw = layout.windows
-            parts = []
-            for image in range(0, bnw, nw):
-                start = image
-                for (count, _), mask in zip(layout.groups, masks):
-                    j = slice(start, start + count)
-                    parts.append(F.scaled_dot_product_attention(q[j], k[j], v[j], attn_mask=mask))
-                    start += count
-            out = torch.cat(parts)
-        out = out.reshape(bnw, self.num_heads, n, self.head_dim).transpose(1, 2).reshape(bnw, n, c)
+        qkv = self.qkv(windows).view(bnw, n, 3, self.num_heads, self.head_dim)
+        pad = -self.head_dim % HEAD_DIM_MULTIPLE.get(windows.device.type, 1)
+        if pad:
+            qkv = F.pad(qkv, (0, pad))
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        masks = self.attention_masks(q.dtype, q.device)
+        parts, start = [], 0
+        for count, pattern in groups:
+            j = slice(start, start + count)
+            mask = masks[pattern : pattern + 1]  # [1, nH, N, N], broadcast over the group's windows
+            parts.append(F.scaled_dot_product_attention(q[j], k[j], v[j], attn_mask=mask, scale=self.scale))
+            start += count
+        out = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if pad:
+            out = out[..., : self.head_dim]
+        out = out.transpose(1, 2).reshape(bnw, n, c)
         return self.proj(out)
 
 
@@ -256,7 +310,7 @@ class SwinBlock(nn.Module):
         super().__init__()
         self.window, self.shift = cfg.window_size, shift
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, cfg.window_size, num_heads, cfg.qkv_bias)
+        self.attn = WindowAttention(dim, cfg.window_size, num_heads, cfg.qkv_bias, shift)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, round(dim * cfg.mlp_ratio))
         self.drop_path = DropPath(drop_path)
@@ -268,8 +322,9 @@ class SwinBlock(nn.Module):
         """x [B, H*W, C] tokens, row-major, H and W multiples of the window."""
         b, hw, c = x.shape
         layout = ctx.shifted if self.shift else ctx.plain
-        y = self.norm1(x).index_select(1, layout.order).view(-1, self.window * self.window, c)
-        y = self.attn(y, layout).view(b, hw, c).index_select(1, layout.inverse)
+        order, inverse = layout.batch_order(b)
+        y = self.norm1(x).view(b * hw, c).index_select(0, order).view(-1, self.window * self.window, c)
+        y = self.attn(y, layout.batch_groups(b)).view(b * hw, c).index_select(0, inverse).view(b, hw, c)
         x = x + self.drop_path(y)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 

@@ -1,95 +1,41 @@
-"""Training data: image scan with up-front checks, a deterministic split, and an on-disk latent cache.
+"""Training data: a content-keyed cache of encoded tiles, read lazily as a map-style Dataset of random crops.
 
-Each cached sample is one HR crop: its pixels and the raw latents of the HR crop and of its x2 and
-x4 antialiased-bicubic downsamples (the paper's protocol: downsample the image, then encode).
-Encoders run once; training reads shards.
+The cache holds large HR tiles (pixels + the raw latents of the tile and of its x2 and x4
+antialiased-bicubic downsamples: the paper's protocol, downsample the image, then encode) in
+safetensors shards. `LatentCrops` treats every grid-aligned crop of every tile as one sample, so a
+shuffling sampler draws a fresh crop position each time instead of replaying a fixed crop set, and
+it reads only the bytes of the crop it returns: memory does not grow with the dataset.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+from torch.utils.data import Dataset
 
-from ..imaging import IMAGE_EXTENSIONS, bicubic_resize, load_rgb, to_tensor
+from ..checkpoint import sha256_file
+from ..data_split import scan_images, split_images
+from ..imaging import bicubic_resize, load_rgb, to_tensor
 from ..tiny_ae import TinyAutoencoder
 from .config import TrainConfig
 
-log = logging.getLogger(__name__)
-CACHE_VERSION = 3
-SHARD_SIZE = 256
+CACHE_VERSION = 4
+SHARD_SIZE = 128
+ALIGN = 32  # HR pixels per x4-LR latent pixel: crops on this grid cut every latent at whole pixels
+KEYS = ("hr_px", "z_hr", "z_lr2", "z_lr4")
+LATENT_STRIDE = {"hr_px": 1, "z_hr": 8, "z_lr2": 16, "z_lr4": 32}  # HR pixels per element of each tensor
 
 
-@dataclass
-class ImageScan:
-    """Usable images and what was skipped (reported before any work starts)."""
-
-    usable: list[Path]
-    skipped: dict[str, list[str]]
-
-    def summary(self) -> str:
-        parts = [f"{len(self.usable)} usable images"]
-        parts += [f"{len(v)} skipped ({k})" for k, v in self.skipped.items() if v]
-        return ", ".join(parts)
-
-
-def scan_images(folder: str | os.PathLike, min_side: int) -> ImageScan:
-    """List images under `folder`, opening each header once; unreadable or too-small files are counted, not fatal."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"training data folder not found: {root}")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    skipped: dict[str, list[str]] = {"unreadable": [], f"smaller than {min_side}px": []}
-    usable = []
-    for p in files:
-        try:
-            with Image.open(p) as im:
-                im.verify()
-            with Image.open(p) as im:
-                w, h = im.size
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-            skipped["unreadable"].append(str(p))
-            continue
-        if min(w, h) < min_side:
-            skipped[f"smaller than {min_side}px"].append(str(p))
-            continue
-        usable.append(p)
-    if not usable:
-        raise ValueError(
-            f"no usable training images in {root}: {len(files)} image files found ({ImageScan([], skipped).summary()}); "
-            f"need jpg/png/webp files at least {min_side}px on the short side"
-        )
-    return ImageScan(usable, skipped)
-
-
-def is_validation(path: Path, root: Path, fraction: float) -> bool:
-    """Deterministic held-out split: a hash of the path relative to the data folder."""
-    rel = path.relative_to(root).as_posix()
-    bucket = int(hashlib.sha1(rel.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return bucket < fraction
-
-
-def split_images(paths: list[Path], root: Path, fraction: float) -> tuple[list[Path], list[Path]]:
-    """(train, val) lists; the same files land in val on every machine and every run."""
-    val = [p for p in paths if is_validation(p, root, fraction)]
-    train = [p for p in paths if not is_validation(p, root, fraction)]
-    if fraction > 0 and not val and len(train) > 1:
-        val, train = train[-1:], train[:-1]
-    return train, val
-
-
-def crop_boxes(w: int, h: int, crop: int, density: float, cap: int, rng: np.random.Generator) -> list[tuple[int, int]]:
-    """Random top-left corners; the count grows with image area (area-weighted sampling)."""
-    n = int(np.clip(round(density * w * h / (crop * crop)), 1, cap))
-    return [(int(rng.integers(0, w - crop + 1)), int(rng.integers(0, h - crop + 1))) for _ in range(n)]
+def tile_boxes(w: int, h: int, tile: int, density: float, cap: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Random top-left corners of tiles; the count grows with image area (area-weighted sampling)."""
+    n = int(np.clip(round(density * w * h / (tile * tile)), 1, cap))
+    return [(int(rng.integers(0, w - tile + 1)), int(rng.integers(0, h - tile + 1))) for _ in range(n)]
 
 
 def center_box(w: int, h: int, crop: int) -> tuple[int, int]:
@@ -97,52 +43,72 @@ def center_box(w: int, h: int, crop: int) -> tuple[int, int]:
     return (w - crop) // 2, (h - crop) // 2
 
 
-def _prepare(rgb: np.ndarray, crop: int, min_rescale: float, rng: np.random.Generator | None) -> torch.Tensor:
-    """[1, 3, H, W] float; large images randomly downscaled so crops see varied content scales."""
+def _prepare(rgb: np.ndarray, tile: int, min_rescale: float, rng: np.random.Generator | None) -> torch.Tensor:
+    """[1, 3, H, W] float; large images randomly downscaled so tiles see varied content scales."""
     img = to_tensor(rgb)
     h, w = rgb.shape[:2]
     short = min(h, w)
-    if rng is not None and short > 2 * crop and min_rescale < 1:
-        lo = max(min_rescale, crop / short)
+    if rng is not None and short > 2 * tile and min_rescale < 1:
+        lo = max(min_rescale, tile / short)
         f = float(rng.uniform(lo, 1.0))
-        img = bicubic_resize(img, (max(crop, round(h * f)), max(crop, round(w * f)))).clamp(0, 1)
+        img = bicubic_resize(img, (max(tile, round(h * f)), max(tile, round(w * f)))).clamp(0, 1)
     return img
 
 
+def synthetic_smooth_tile(size: int, rng: np.random.Generator) -> torch.Tensor:
+    """A flat colour, linear or radial gradient [1, 3, S, S]: teaches the model that flat stays flat."""
+    a, b = rng.uniform(0.02, 0.98, 3), rng.uniform(0.02, 0.98, 3)
+    kind = rng.integers(0, 3)
+    yy, xx = np.mgrid[0:size, 0:size] / (size - 1)
+    if kind == 0:
+        t = np.zeros((size, size))
+    elif kind == 1:
+        angle = rng.uniform(0, 2 * np.pi)
+        t = np.cos(angle) * xx + np.sin(angle) * yy
+        t = (t - t.min()) / max(np.ptp(t), 1e-6)
+    else:
+        cy, cx = rng.uniform(0, 1, 2)
+        t = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+        t = t / max(t.max(), 1e-6)
+    img = a[:, None, None] * (1 - t) + b[:, None, None] * t
+    return torch.from_numpy(img).float().unsqueeze(0).clamp(0, 1)
+
+
 @torch.no_grad()
-def encode_crops(ae: TinyAutoencoder, hr: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One batch of HR crops [N, 3, S, S] in [0, 1] -> every tensor a cached sample needs."""
+def encode_tiles(ae: TinyAutoencoder, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One batch of HR tiles [N, 3, S, S] in [0, 1] -> every tensor a cached tile needs."""
     s = hr.shape[-1]
     lr2 = bicubic_resize(hr, (s // 2, s // 2)).clamp(0, 1)
     lr4 = bicubic_resize(hr, (s // 4, s // 4)).clamp(0, 1)
-    z_hr = ae.encode(hr)
     return {
         "hr_px": (hr * 255 + 0.5).to(torch.uint8),
-        "z_hr": z_hr.float(),
+        "z_hr": ae.encode(hr).float(),
         "z_lr2": ae.encode(lr2).float(),
         "z_lr4": ae.encode(lr4).float(),
     }
 
 
+
 def cache_key(cfg: TrainConfig, images: list[Path], ae: TinyAutoencoder) -> str:
-    """Hash of everything the cached tensors depend on."""
+    """Hash of everything the cached tensors depend on: settings, image contents, autoencoder weights."""
     h = hashlib.sha256()
     spec = {
         "v": CACHE_VERSION,
         "family": ae.family.name,
+        "tile": cfg.tile,
         "crop": cfg.crop,
-        "density": cfg.crop_density,
-        "cap": cfg.max_crops_per_image,
+        "density": cfg.tile_density,
+        "cap": cfg.max_tiles_per_image,
         "rescale": cfg.min_rescale,
         "val": cfg.val_fraction,
         "max_val": cfg.max_val_crops,
+        "synthetic": cfg.synthetic_tiles,
         "seed": cfg.seed,
     }
     h.update(json.dumps(spec, sort_keys=True).encode())
     root = Path(cfg.data)
     for p in images:
-        st = p.stat()
-        h.update(f"{p.relative_to(root).as_posix()}:{st.st_size}:{st.st_mtime_ns}".encode())
+        h.update(f"{p.relative_to(root).as_posix()}:{sha256_file(p)}".encode())
     for part in (ae.encoder, ae.decoder):
         for k, v in part.state_dict().items():
             h.update(k.encode())
@@ -150,111 +116,164 @@ def cache_key(cfg: TrainConfig, images: list[Path], ae: TinyAutoencoder) -> str:
     return h.hexdigest()[:16]
 
 
+def write_shard(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Write one shard atomically: tensors keyed by KEYS, first dimension = tile."""
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: tensors[k].contiguous() for k in KEYS}, str(tmp))
+    os.replace(tmp, path)
+
+
+class _ShardWriter:
+    """Collects tiles of one split, encodes them in batches and writes shards of SHARD_SIZE tiles."""
+
+    def __init__(self, ae: TinyAutoencoder, cache_dir: Path, split: str, progress) -> None:
+        self.ae, self.cache_dir, self.split, self.progress = ae, cache_dir, split, progress
+        self.pending: list[torch.Tensor] = []
+        self.shards: list[str] = []
+        self.count = 0
+
+    def add(self, tile: torch.Tensor) -> None:
+        self.pending.append(tile)
+        if len(self.pending) >= SHARD_SIZE:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        parts: dict[str, list[torch.Tensor]] = {}
+        device = next(self.ae.parameters()).device
+        for b in range(0, len(self.pending), 16):
+            for k, v in encode_tiles(self.ae, torch.cat(self.pending[b : b + 16]).to(device)).items():
+                parts.setdefault(k, []).append(v.cpu())
+        name = f"{self.split}-{len(self.shards):05d}.safetensors"
+        write_shard({k: torch.cat(v) for k, v in parts.items()}, self.cache_dir / name)
+        self.shards.append(name)
+        self.count += len(self.pending)
+        self.pending = []
+        self.progress(f"latent cache: {self.split} {self.count} tiles encoded")
+
+
 def build_cache(cfg: TrainConfig, ae: TinyAutoencoder, cache_dir: Path, progress=print) -> dict:
-    """Scan, split, crop and encode into safetensors shards + index.json (reused when the key matches)."""
+    """Scan, split, tile and encode into safetensors shards + index.json (reused when the content key matches)."""
+    index_path = cache_dir / "index.json"
+    if not cfg.data:  # a prepared cache (e.g. carried to a GPU machine without the images)
+        if not index_path.is_file():
+            raise FileNotFoundError(f"no --data given and no prepared cache at {index_path}")
+        index = json.loads(index_path.read_text())
+        progress(f"latent cache: using the prepared cache {cache_dir} as is ({index['counts']})")
+        return index
     root = Path(cfg.data)
-    scan = scan_images(root, cfg.crop)
+    scan = scan_images(root, cfg.tile)
     progress(f"data: {scan.summary()}")
     train_imgs, val_imgs = split_images(scan.usable, root, cfg.val_fraction)
     key = cache_key(cfg, scan.usable, ae)
-    index_path = cache_dir / "index.json"
     if index_path.is_file():
         index = json.loads(index_path.read_text())
         if index.get("key") == key:
-            progress(
-                f"latent cache: reusing {cache_dir} ({index['counts']['train']} train / {index['counts']['val']} val crops)"
-            )
+            progress(f"latent cache: reusing {cache_dir} ({index['counts']})")
             return index
     cache_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
-    shards: dict[str, list[str]] = {"train": [], "val": []}
-    counts = {"train": 0, "val": 0}
-    for split, images in (("train", train_imgs), ("val", val_imgs)):
-        pending: list[torch.Tensor] = []
-        done_images = 0
-        for path in images:
-            if split == "val" and counts["val"] + len(pending) >= cfg.max_val_crops:
-                break
-            img = _prepare(load_rgb(path), cfg.crop, cfg.min_rescale, rng if split == "train" else None)
-            h, w = img.shape[-2:]
-            boxes = (
-                crop_boxes(w, h, cfg.crop, cfg.crop_density, cfg.max_crops_per_image, rng)
-                if split == "train"
-                else [center_box(w, h, cfg.crop)]
-            )
-            for x, y in boxes:
-                crop = img[..., y : y + cfg.crop, x : x + cfg.crop]
-                if split == "train":
-                    # Flip the pixels before encoding: a flipped latent is not the latent of the
-                    # flipped image (the tiny encoders are far from flip-equivariant).
-                    if rng.random() < 0.5:
-                        crop = crop.flip(-1)
-                    if rng.random() < 0.5:
-                        crop = crop.flip(-2)
-                pending.append(crop)
-            done_images += 1
-            while len(pending) >= SHARD_SIZE:
-                shards[split].append(_write_shard(ae, pending[:SHARD_SIZE], cache_dir, split, len(shards[split])))
-                counts[split] += SHARD_SIZE
-                pending = pending[SHARD_SIZE:]
-                progress(f"latent cache: {split} {counts[split]} crops from {done_images}/{len(images)} images")
-        if pending:
-            shards[split].append(_write_shard(ae, pending, cache_dir, split, len(shards[split])))
-            counts[split] += len(pending)
+    train = _ShardWriter(ae, cache_dir, "train", progress)
+    for path in train_imgs:
+        img = _prepare(load_rgb(path), cfg.tile, cfg.min_rescale, rng)
+        h, w = img.shape[-2:]
+        for x, y in tile_boxes(w, h, cfg.tile, cfg.tile_density, cfg.max_tiles_per_image, rng):
+            tile = img[..., y : y + cfg.tile, x : x + cfg.tile]
+            # Flip the pixels before encoding: a flipped latent is not the latent of the
+            # flipped image (the tiny encoders are far from flip-equivariant).
+            if rng.random() < 0.5:
+                tile = tile.flip(-1)
+            if rng.random() < 0.5:
+                tile = tile.flip(-2)
+            train.add(tile)
+    for _ in range(cfg.synthetic_tiles):
+        train.add(synthetic_smooth_tile(cfg.tile, rng))
+    train.flush()
+    val = _ShardWriter(ae, cache_dir, "val", progress)
+    for path in val_imgs[: cfg.max_val_crops]:
+        img = _prepare(load_rgb(path), cfg.crop, cfg.min_rescale, None)
+        x, y = center_box(img.shape[-1], img.shape[-2], cfg.crop)
+        val.add(img[..., y : y + cfg.crop, x : x + cfg.crop])
+    val.flush()
     index = {
         "version": CACHE_VERSION,
         "key": key,
         "family": ae.family.name,
         "vae": ae.source,
-        "crop": cfg.crop,
+        "tile": {"train": cfg.tile, "val": cfg.crop},
         "data": str(root),
         "images": {"train": len(train_imgs), "val": len(val_imgs)},
         "val_images": [p.relative_to(root).as_posix() for p in val_imgs],
         "skipped": {k: len(v) for k, v in scan.skipped.items()},
-        "counts": counts,
-        "shards": shards,
+        "counts": {"train": train.count, "val": val.count, "synthetic": cfg.synthetic_tiles},
+        "shards": {"train": train.shards, "val": val.shards},
     }
     tmp = index_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(index, indent=1))
     os.replace(tmp, index_path)
-    progress(f"latent cache: {counts['train']} train / {counts['val']} val crops written to {cache_dir}")
+    progress(f"latent cache: {train.count} train / {val.count} val tiles written to {cache_dir}")
     return index
 
 
-def _write_shard(ae: TinyAutoencoder, crops: list[torch.Tensor], cache_dir: Path, split: str, i: int) -> str:
-    parts: dict[str, list[torch.Tensor]] = {}
-    for b in range(0, len(crops), 16):
-        batch = torch.cat(crops[b : b + 16]).to(next(ae.parameters()).device)
-        for k, v in encode_crops(ae, batch).items():
-            parts.setdefault(k, []).append(v.cpu())
-    name = f"{split}-{i:05d}.safetensors"
-    save_file({k: torch.cat(v).contiguous() for k, v in parts.items()}, str(cache_dir / name))
-    return name
+SAFETENSORS_DTYPES = {"U8": torch.uint8, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
-class LatentPairs:
-    """All cached samples of one split in memory, sampled from a seeded generator."""
+class ShardRows:
+    """Reads one tile (row) of a shard's tensors with plain file reads.
 
-    KEYS = ("hr_px", "z_hr", "z_lr2", "z_lr4")
+    Not safetensors' own `safe_open`: that memory-maps the whole file, and every page a worker has
+    touched then counts in its RSS, which grows with the cache (bench/bench_data.py measured it).
+    """
 
-    def __init__(self, cache_dir: Path, shard_names: list[str]) -> None:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+        self.base = 8 + n
+        self.meta = {k: v for k, v in header.items() if k != "__metadata__"}
+        self.rows = self.meta["hr_px"]["shape"][0]
+        self.file = None
+        self.pid = -1
+
+    def row(self, key: str, i: int) -> torch.Tensor:
+        """Tensor `key`'s row `i` as a fresh tensor."""
+        if self.pid != os.getpid():  # opened per process: a forked DataLoader worker must not share the offset
+            self.file, self.pid = open(self.path, "rb"), os.getpid()  # noqa: SIM115 - lives with the reader
+        m = self.meta[key]
+        start, end = m["data_offsets"]
+        size = (end - start) // m["shape"][0]
+        self.file.seek(self.base + start + i * size)
+        data = bytearray(self.file.read(size))
+        return torch.frombuffer(data, dtype=SAFETENSORS_DTYPES[m["dtype"]]).view(m["shape"][1:])
+
+
+class LatentCrops(Dataset):
+    """Every ALIGN-grid crop of every cached tile is one sample; only the sampled tile is read from disk."""
+
+    def __init__(self, cache_dir: Path, shard_names: list[str], crop: int) -> None:
         if not shard_names:
             raise ValueError(f"latent cache in {cache_dir} has no samples for this split")
-        loaded = [load_file(str(cache_dir / n)) for n in shard_names]
-        self.tensors = {k: torch.cat([s[k] for s in loaded]) for k in self.KEYS}
-        self.size = self.tensors["z_hr"].shape[0]
+        self.shards = [ShardRows(str(Path(cache_dir) / n)) for n in shard_names]
+        self.crop = crop
+        self.rows = [(s, r) for s, shard in enumerate(self.shards) for r in range(shard.rows)]  # (shard, row) per tile
+        tiles = {shard.meta["hr_px"]["shape"][-1] for shard in self.shards}
+        if len(tiles) != 1 or min(tiles) < crop:
+            raise ValueError(f"latent cache {cache_dir}: tile sides {sorted(tiles)} cannot give {crop}px crops")
+        self.tile = tiles.pop()
+        self.per_side = (self.tile - crop) // ALIGN + 1
 
     def __len__(self) -> int:
-        return self.size
+        return len(self.rows) * self.per_side**2
 
-    def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> dict:
-        """Samples `idx` as float tensors (pixels in [0, 1])."""
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        tile, pos = divmod(int(i), self.per_side**2)
+        y, x = (ALIGN * v for v in divmod(pos, self.per_side))
+        shard, row = self.rows[tile]
         out = {}
-        for k in self.KEYS:
-            t = self.tensors[k][idx].to(device)
-            out[k] = t.float() / 255.0 if t.dtype == torch.uint8 else t
+        for k in KEYS:
+            st = LATENT_STRIDE[k]
+            t = self.shards[shard].row(k, row)[:, y // st : (y + self.crop) // st, x // st : (x + self.crop) // st]
+            out[k] = t.float() / 255.0 if k == "hr_px" else t.contiguous()
         return out
-
-    def sample(self, n: int, gen: torch.Generator, device: torch.device | str = "cpu") -> dict:
-        """A random batch drawn from `gen` (its state is saved for exact resume)."""
-        return self.batch(torch.randint(0, self.size, (n,), generator=gen), device)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import hashlib
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -19,6 +19,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from tqdm import tqdm
 
 from ..arch.swinir_multihead import SwinIRMultiHead
 from ..baselines import resize_latent
@@ -29,10 +33,11 @@ from ..imaging import bicubic_resize
 from ..metrics import psnr
 from ..tiny_ae import TinyAutoencoder, load_tiny_autoencoder
 from . import losses
-from .config import TrainConfig, floats
-from .data import LatentPairs, build_cache
+from .config import TrainConfig
+from .data import LatentCrops, build_cache
 
 log = logging.getLogger(__name__)
+FIT_AFTER_STEPS = 30  # steps timed before --fit-minutes rescales the curriculum
 STAGE_NAMES = ("I-latent", "II-latent+pixel", "III-pixel")
 MODEL_FIELDS = (
     "input_skip",
@@ -99,10 +104,49 @@ def stage_at(step: int, stages: list[int]) -> tuple[int, int, int]:
     return len(stages) - 1, stages[-1], stages[-1]
 
 
-def lr_at(cfg: TrainConfig, step_in_stage: int, stage_len: int) -> float:
-    """Step decay inside each stage: lr * gamma^(milestones passed)."""
-    passed = sum(step_in_stage >= m * stage_len for m in floats(cfg.lr_milestones))
-    return cfg.lr * cfg.lr_gamma**passed
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    """Step decay restarted in each stage: gamma^(milestones of the current stage passed)."""
+    _, in_stage, stage_len = stage_at(step, cfg.stages)
+    return cfg.lr_gamma ** sum(in_stage >= m * stage_len for m in cfg.lr_milestones)
+
+
+def ema_average(decay: float):
+    """AveragedModel avg_fn: EMA with the decay warmed up over the first steps ((1+n)/(10+n))."""
+
+    def avg(ema_param: torch.Tensor, param: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1 + float(num_averaged)) / (10 + float(num_averaged)))
+        return ema_param + (param - ema_param) * (1 - d)
+
+    return avg
+
+
+class ResumableSampler(Sampler[int]):
+    """A DistributedSampler's order for one epoch, skipping the samples already consumed (exact resume)."""
+
+    def __init__(self, base: DistributedSampler) -> None:
+        self.base = base
+        self.skip = 0
+
+    def set_position(self, epoch: int, skip: int) -> None:
+        """Iterate epoch `epoch`'s permutation from sample `skip` on."""
+        self.base.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self):
+        return itertools.islice(iter(self.base), self.skip, None)
+
+    def __len__(self) -> int:
+        return len(self.base) - self.skip
+
+
+def gradient_shares(terms: dict[str, torch.Tensor], params: list[nn.Parameter]) -> dict[str, float]:
+    """Each loss term's gradient norm as a share of the sum over terms (what the optimiser hears from it)."""
+    norms = {}
+    for name, value in terms.items():
+        grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+        norms[name] = float(torch.sqrt(sum(g.float().square().sum() for g in grads if g is not None)))
+    total = sum(norms.values()) or 1.0
+    return {k: round(v / total, 5) for k, v in norms.items()}
 
 
 def cpu_has_native_bf16() -> bool:
@@ -158,9 +202,12 @@ class Trainer:
         self.net = SwinIRMultiHead(cfg.model_config(self.family.channels)).to(device)
         if cfg.init_from:
             self._init_from(cfg.init_from)
-        self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, betas=floats(cfg.betas_latent), weight_decay=0.0)
+        self.ema = AveragedModel(self.net, avg_fn=ema_average(cfg.ema_decay), use_buffers=True)
+        self.ema.eval().requires_grad_(False)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, betas=cfg.betas_latent, weight_decay=0.0)
+        self.sched = LambdaLR(self.opt, lambda step: lr_factor(cfg, step))
         self.step = 0
+        self.epoch, self.consumed = 0, 0  # data position: epoch and samples of it already trained on
         self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.dist.rank)
         if resume:
             self._load_state()
@@ -179,8 +226,24 @@ class Trainer:
         if self.dist.world > 1:
             dist.barrier()
             self.index = json.loads((cache_dir / "index.json").read_text())
-        self.train_set = LatentPairs(cache_dir, self.index["shards"]["train"])
-        self.val_set = LatentPairs(cache_dir, self.index["shards"]["val"]) if self.index["shards"]["val"] else None
+        self.train_set = LatentCrops(cache_dir, self.index["shards"]["train"], cfg.crop)
+        val_shards = self.index["shards"]["val"]
+        self.val_set = LatentCrops(cache_dir, val_shards, self.index["tile"]["val"]) if val_shards else None
+        self.sampler = ResumableSampler(
+            DistributedSampler(
+                self.train_set, self.dist.world, self.dist.rank, shuffle=True, seed=cfg.seed, drop_last=True
+            )
+        )
+        self.loader = DataLoader(
+            self.train_set,
+            batch_size=cfg.batch_size,
+            sampler=self.sampler,
+            drop_last=True,
+            num_workers=cfg.workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,  # a new epoch re-reads the sampler's position
+        )
+        self._batches = self._batch_stream()
         self._stop = False
         self.log_path = self.run_dir / "log.jsonl"
         self.can_plot = importlib.util.find_spec("matplotlib") is not None
@@ -202,8 +265,8 @@ class Trainer:
         if not self.state_path.is_file():
             raise FileNotFoundError(f"--resume: no {self.state_path}; start without --resume")
         state = torch.load(self.state_path, map_location="cpu", weights_only=True)
-        saved = {**state["config"], "input_skip": state["config"].get("input_skip", "none")}
-        changed = [k for k in MODEL_FIELDS if _norm(saved.get(k)) != _norm(getattr(self.cfg, k))]
+        saved = TrainConfig(**{k: v for k, v in state["config"].items() if k in TrainConfig.__dataclass_fields__})
+        changed = [k for k in MODEL_FIELDS if getattr(saved, k) != getattr(self.cfg, k)]
         if changed:
             raise ValueError(
                 f"--resume: the run in {self.run_dir} was trained with different {changed}; use a new --run-dir"
@@ -211,7 +274,9 @@ class Trainer:
         self.net.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
         self.step = int(state["step"])
+        self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
         gens = state["gen"] if isinstance(state["gen"], list) else [state["gen"]]
         if len(gens) == self.dist.world:
             self.gen.set_state(gens[self.dist.rank])
@@ -245,7 +310,10 @@ class Trainer:
             "model": self.net.state_dict(),
             "ema": self.ema.state_dict(),
             "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
             "step": self.step,
+            "epoch": self.epoch,
+            "consumed": self.consumed,
             "gen": gens if self.dist.world > 1 else gens[0],
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -302,14 +370,21 @@ class Trainer:
                 add(losses.pixel_terms(dec, target, cfg.w_pix_l1, cfg.w_pix_fft, cfg.w_edge))
         return terms
 
-    def train_step(self) -> dict:
-        """One optimiser step; returns the logged numbers."""
+    def _batch_stream(self):
+        """Batches in sampler order across epochs; `consumed` counts what was trained on (resume point)."""
+        while True:
+            self.sampler.set_position(self.epoch, self.consumed)
+            for batch in self.loader:
+                self.consumed += self.cfg.batch_size
+                yield batch
+            self.epoch, self.consumed = self.epoch + 1, 0
+
+    def train_step(self, measure_shares: bool = False) -> dict:
+        """One optimiser step; returns the logged numbers (each term's gradient share when `measure_shares`)."""
         cfg = self.cfg
         stage, in_stage, stage_len = stage_at(self.step, cfg.stages)
-        lr = lr_at(cfg, in_stage, stage_len)
-        betas = floats(cfg.betas_pixel if stage == 2 else cfg.betas_latent)
         for group in self.opt.param_groups:
-            group["lr"], group["betas"] = lr, betas
+            group["betas"] = cfg.betas_pixel if stage == 2 else cfg.betas_latent
         scales = list(self.net.config.scales)
         heads = scales
         if in_stage >= (1 - cfg.single_head_fraction) * stage_len and len(scales) > 1:
@@ -317,35 +392,33 @@ class Trainer:
             heads = [
                 scales[torch.randint(0, len(scales), (1,), generator=torch.Generator().manual_seed(self.step)).item()]
             ]
-        batch = self.train_set.sample(cfg.batch_size, self.gen, self.dist.device)
+        batch = {k: v.to(self.dist.device, non_blocking=True) for k, v in next(self._batches).items()}
         self.model.train()
         terms = self.loss_terms(batch, heads, stage)
         loss = sum(terms.values())
+        shares = gradient_shares(terms, [p for p in self.net.parameters() if p.requires_grad]) if measure_shares else {}
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = (
             nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.0)
         )
+        lr = self.opt.param_groups[0]["lr"]
         self.opt.step()
-        self._update_ema()
+        self.sched.step()
+        self.ema.update_parameters(self.net)
         self.step += 1
+        value = float(loss.detach())
         return {
             "step": self.step,
             "stage": STAGE_NAMES[stage],
             "heads": heads,
-            "loss": float(loss.detach()),
+            "loss": value,
             **{k: float(v.detach()) for k, v in terms.items()},
+            "loss_share": {k: round(float(v.detach()) / value, 5) if value else 0.0 for k, v in terms.items()},
+            **({"grad_share": shares} if shares else {}),
             "grad_norm": float(grad_norm),
             "lr": lr,
         }
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
-        for e, p in zip(self.ema.parameters(), self.net.parameters()):
-            e.lerp_(p.detach(), 1 - decay)
-        for e, b in zip(self.ema.buffers(), self.net.buffers()):
-            e.copy_(b)
 
     # ------------------------------------------------------------------ validation
 
@@ -354,11 +427,12 @@ class Trainer:
         """PSNR of decoded EMA outputs vs HR crops, next to latent- and pixel-bicubic and the AE ceiling."""
         if self.val_set is None:
             return {}
-        net = MultiHead(self.ema).eval()
+        net = MultiHead(self.ema.module).eval()
         sums: dict[str, float] = {}
         n = len(self.val_set)
         for b in range(0, n, 16):
-            batch = self.val_set.batch(torch.arange(b, min(n, b + 16)), self.dist.device)
+            samples = [self.val_set[i] for i in range(b, min(n, b + 16))]
+            batch = {k: torch.stack([x[k] for x in samples]).to(self.dist.device) for k in samples[0]}
             hr = batch["hr_px"]
             size = hr.shape[-2:]
             sums["ceiling"] = sums.get("ceiling", 0.0) + psnr(self.ae.decode(batch["z_hr"]), hr).sum().item()
@@ -399,7 +473,7 @@ class Trainer:
         cfg = self.cfg
         total = cfg.total_steps
         self._install_signal_handlers()
-        started, begin_step = time.time(), self.step
+        started, cpu_started, begin_step = time.time(), time.process_time(), self.step
         if self.dist.main:
             params = sum(p.numel() for p in self.net.parameters())
             self.say(
@@ -408,17 +482,25 @@ class Trainer:
                 f"steps {cfg.stage_steps} (from {self.step}), batch {cfg.batch_size}"
             )
         window_t, window_n = time.time(), 0
+        bar = tqdm(total=total, initial=self.step, unit="step", disable=not (self.dist.main and sys.stderr.isatty()))
         while self.step < total:
-            record = self.train_step()
+            record = self.train_step(measure_shares=(self.step + 1) % cfg.log_every == 0)
+            bar.update()
             window_n += 1
             done_here = self.step - begin_step
+            if cfg.fit_minutes and done_here == FIT_AFTER_STEPS:
+                # fit to the clock that ends the run: CPU time for equal-budget sweeps, else wall time
+                spent = time.process_time() - cpu_started if cfg.max_cpu_minutes else time.time() - started
+                total = self._fit_schedule(spent / done_here, spent)
+                bar.total = total
             if self.step % cfg.log_every == 0 or self.step == total:
                 dt = (time.time() - window_t) / max(1, window_n)
                 record["sec_per_step"] = round(dt, 4)
                 record["samples_per_sec"] = round(cfg.batch_size * self.dist.world / dt, 2)
                 self._log(record)
                 window_t, window_n = time.time(), 0
-                if self.dist.main:
+                bar.set_postfix(loss=f"{record['loss']:.4f}", stage=record["stage"])
+                if bar.disable and self.dist.main:  # no terminal (a logged background run): one line per log step
                     eta = dt * (total - self.step)
                     self.say(
                         f"\rstep {self.step}/{total} [{record['stage']}] loss {record['loss']:.4f} "
@@ -428,6 +510,7 @@ class Trainer:
                 self._validate_and_plot()
             stop = self._stop or (cfg.stop_after and done_here >= cfg.stop_after)
             stop = stop or (cfg.max_minutes and (time.time() - started) / 60 >= cfg.max_minutes)
+            stop = stop or (cfg.max_cpu_minutes and (time.process_time() - cpu_started) / 60 >= cfg.max_cpu_minutes)
             if self.dist.world > 1:
                 flag = torch.tensor([1.0 if stop else 0.0], device=self.dist.device)
                 dist.all_reduce(flag)
@@ -442,9 +525,27 @@ class Trainer:
                     )
                 self._finish()
                 return None
+        bar.close()
         exported = self.export() if self.dist.main else None
         self._finish()
         return exported
+
+    def _fit_schedule(self, sec_per_step: float, elapsed: float) -> int:
+        """Rescale every stage so the whole curriculum ends inside --fit-minutes (same shares per stage)."""
+        if self.dist.world > 1:  # every rank must agree on the schedule: take the slowest
+            t = torch.tensor([sec_per_step], device=self.dist.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            sec_per_step = float(t.item())
+        budget_steps = self.step + max(0.0, self.cfg.fit_minutes * 60 * 0.92 - elapsed) / sec_per_step
+        factor = min(4.0, max(0.05, budget_steps / self.cfg.total_steps))
+        stages = [max(1, round(n * factor)) if n else 0 for n in self.cfg.stages]
+        first = next(i for i, n in enumerate(stages) if n)
+        stages[first] = max(stages[first], self.step + 1)  # the current step stays where it is in the curriculum
+        self.cfg.stage_steps = tuple(stages)
+        if self.dist.main:
+            self.say(f"\nfit to {self.cfg.fit_minutes} min at {sec_per_step:.3f} s/step: stage steps {stages}")
+        self._log({"step": self.step, "fitted_stage_steps": stages, "sec_per_step": round(sec_per_step, 4)})
+        return sum(stages)
 
     def _validate_and_plot(self) -> None:
         if not self.dist.main:
@@ -483,7 +584,8 @@ class Trainer:
             "trained_by": "lua_core train (three-stage curriculum)",
             "data": Path(cfg.data).name,
             "images": self.index["images"],
-            "crops": self.index["counts"],
+            "tiles": self.index["counts"],
+            "tile_px": cfg.tile,
             "crop_px": cfg.crop,
             "steps": self.step,
             "stage_steps": cfg.stage_steps,
@@ -494,19 +596,10 @@ class Trainer:
             "note": cfg.note,
             **({"initialised_from": Path(cfg.init_from).name} if cfg.init_from else {}),
         }
-        info = ModelInfo(self.ema.config, self.family, provenance)
-        save_safetensors(self.ema, info, out)
+        info = ModelInfo(self.ema.module.config, self.family, provenance)
+        save_safetensors(self.ema.module, info, out, dtype=getattr(torch, cfg.export_dtype))
         self.say(f"\nexported EMA weights to {out}")
         return out
-
-
-def _norm(value):
-    """Compare '4,4' and (4, 4) and [4, 4] alike when checking a resumed run's model settings."""
-    if isinstance(value, str) and "," in value:
-        return tuple(float(v) for v in value.split(","))
-    if isinstance(value, (list, tuple)):
-        return tuple(float(v) for v in value)
-    return value
 
 
 def config_with_resume(cfg: TrainConfig, explicit: dict) -> TrainConfig:

@@ -9,6 +9,10 @@ current_loaded_models: list = []
 load_calls: list[dict] = []  # test introspection
 _interrupted = False
 _device = torch.device("cpu")
+# test switches: what core's precision helper answers, and whether load_models_gpu moves plain torch modules
+# (newer ComfyUI with dynamic VRAM moves only modules built from comfy ops)
+bf16_supported = False
+moves_plain_modules = True
 
 
 class InterruptProcessingException(Exception):
@@ -40,7 +44,8 @@ def load_models_gpu(
 ):
     load_calls.append({"models": list(models), "memory_required": memory_required, "force_full_load": force_full_load})
     for m in models:
-        m.model.to(m.load_device)
+        if moves_plain_modules:
+            m.model.to(m.load_device)
         if m not in current_loaded_models:
             current_loaded_models.insert(0, m)
 
@@ -63,3 +68,11 @@ def throw_exception_if_processing_interrupted() -> None:
     if _interrupted:
         _interrupted = False
         raise InterruptProcessingException()
+
+
+def vae_dtype(device=None, allowed_dtypes=()):
+    """Core's VAE precision choice: bf16 only where the device supports it (never on CPU or with --force-fp32)."""
+    for d in allowed_dtypes:
+        if d == torch.bfloat16 and bf16_supported:
+            return d
+    return torch.float32

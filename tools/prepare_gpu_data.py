@@ -1,0 +1,82 @@
+"""Compact training set for a GPU machine that gets only the working tree (64 MiB in all, ../shared stays behind).
+
+    python tools/prepare_gpu_data.py                  # -> .gpu_data/ (git-ignored), about 25 MB
+
+Writes, for `bench/gpu_kit.py --train FAMILY` (which passes `--data .gpu_data/train`):
+  .gpu_data/train/     the training split of ../shared/data/train (hold-out excluded by the same hash rule),
+                       each image downscaled to a short side of --short-side px and stored as JPEG;
+                       the GPU builds its latent cache from these in seconds
+  .gpu_data/holdout/   the hold-out images as --holdout-side px center crops (JPEG q95) for bench/quality.py
+  .gpu_data/vae_approx the tiny autoencoders of --families (TAESD family, MIT, licence copied along)
+Refuses to finish above --budget-mb, so the tree still fits the device's limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared"
+
+
+def main() -> int:
+    from lua_core.data_split import held_out_images, scan_images
+    from lua_core.families import get_family
+    from lua_core.imaging import load_rgb
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(SHARED / "data" / "train"))
+    p.add_argument("--vae-approx", default=str(SHARED / "vae_approx"))
+    p.add_argument("--families", default="sdxl,flux1")
+    p.add_argument("--out", default=str(ROOT / ".gpu_data"))
+    p.add_argument("--short-side", type=int, default=448)
+    p.add_argument("--quality", type=int, default=88)
+    p.add_argument("--holdout-side", type=int, default=384)
+    p.add_argument("--val-fraction", type=float, default=0.08, help="the hold-out rule of bench/quality.py")
+    p.add_argument("--budget-mb", type=float, default=30.0)
+    args = p.parse_args()
+
+    root, out = Path(args.data), Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    holdout = set(held_out_images(root, args.val_fraction))
+    for path in scan_images(root, args.short_side).usable:
+        im = Image.fromarray(load_rgb(path))
+        if path in holdout:
+            side = min(im.size)
+            box = ((im.width - side) // 2, (im.height - side) // 2)
+            im = im.crop((*box, box[0] + side, box[1] + side)).resize((args.holdout_side,) * 2, Image.LANCZOS)
+            dest, q = out / "holdout" / path.relative_to(root), 95
+        else:
+            f = args.short_side / min(im.size)
+            if f < 1:
+                im = im.resize((round(im.width * f), round(im.height * f)), Image.LANCZOS)
+            dest, q = out / "train" / path.relative_to(root), args.quality
+        dest = dest.with_name(dest.name + ".jpg")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        im.save(dest, quality=q)
+    ae_dir = out / "vae_approx"
+    ae_dir.mkdir(parents=True)
+    for fam in args.families.split(","):
+        name = get_family(fam).tiny_ae
+        for part in ("encoder", "decoder"):
+            shutil.copy(Path(args.vae_approx) / f"{name}_{part}.safetensors", ae_dir)
+    shutil.copy(Path(args.vae_approx) / "LICENSE-taesd.txt", ae_dir)
+    sizes = {d.name: sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) / 2**20 for d in out.iterdir()}
+    total = sum(sizes.values())
+    counts = {d.name: sum(1 for f in d.rglob("*") if f.is_file()) for d in out.iterdir()}
+    print(f"{out}: " + ", ".join(f"{k} {counts[k]} files {v:.1f} MB" for k, v in sizes.items()) + f"; {total:.1f} MB")
+    if total > args.budget_mb:
+        print(f"{total:.1f} MB exceeds --budget-mb {args.budget_mb}: lower --short-side or --quality", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
