@@ -548,35 +548,46 @@ def section_compile(clock: Clock, smoke: bool, modes: list[str]) -> list[dict]:
 # --------------------------------------------------------------------------- training sprint (thin)
 
 
+SMOKE_TRAIN = [  # a few CPU steps of the same command: CI proves the sprint's wiring, not its quality
+    *("--stage-steps", "2,1,2", "--batch-size", "2", "--embed-dim", "16", "--depths", "1,1", "--num-heads", "2,2"),
+    *("--head-num-feat", "16", "--tile", "128", "--crop", "128", "--workers", "0", "--synthetic-tiles", "2"),
+    *("--max-tiles-per-image", "1", "--decode-crop", "8", "--amp", "off", "--val-every", "5", "--log-every", "1"),
+]
+
+
 def section_train(family: str, args, out_dir: Path) -> dict:
-    """`python -m lua_core train --preset gpu-sprint ...` under a time limit, then export, evaluate, copy."""
+    """The `gpu-sprint` preset on <train-data>/train for --train-minutes, then bench/quality.py on <train-data>/holdout.
+
+    <train-data> is what tools/prepare_gpu_data.py writes: train/ (images of the training split), holdout/ (the
+    hold-out crops of bench/quality.py) and vae_approx/. Out: train-F.safetensors (fp16 EMA weights),
+    train-F-log.jsonl, train-F-quality.json (all gates: LUA vs decode-resize-encode and pixel bicubic).
+    """
     data = Path(args.train_data)
     run_dir = Path(args.train_run_dir) if args.train_run_dir else Path(tempfile.mkdtemp(prefix=f"lua-train-{family}-"))
     vae = Path(args.train_vae_approx) if args.train_vae_approx else data / "vae_approx"
-    common = ["--preset", args.train_preset, "--family", family, "--data", str(data), "--run-dir", str(run_dir)]
-    if vae.is_dir():
-        common += ["--vae-approx", str(vae)]
+    common = ["--preset", args.train_preset, "--family", family, "--data", str(data / "train"), "--run-dir", str(run_dir)]
+    common += ["--vae-approx", str(vae)] + (SMOKE_TRAIN if args.smoke else [])
     base = [sys.executable, "-m", "lua_core", "train"]
-    train_cmd = base + common + ["--max-minutes", str(args.train_minutes)]
+    minutes = ["--fit-minutes", str(round(0.9 * args.train_minutes, 2)), "--max-minutes", str(args.train_minutes)]
+    train_cmd = base + common + minutes
     info: dict = {"family": family, "command": " ".join(train_cmd[1:]), "run_dir": str(run_dir)}
-    deadline = args.train_minutes * 60 + 120  # the trainer stops itself at --max-minutes; this is the hard stop
+    deadline = args.train_minutes * 60 + 300  # the trainer stops itself at --max-minutes (+ cache build); hard stop
     t0 = time.perf_counter()
     info["train"] = _run(train_cmd, deadline)
     info["train_s"] = round(time.perf_counter() - t0, 1)
     exported = run_dir / f"lua-{family}.safetensors"
     if not exported.is_file() and (run_dir / "state.pt").is_file():  # stopped by the time limit: export the EMA
-        info["export"] = _run(base + common + ["--export-only"], 300)
+        info["export"] = _run(base + common + ["--resume", "--export-only"], 300)
     if not exported.is_file():
         info["error"] = f"no exported model at {exported}"
         return info
-    from lua_core.model import load_model
-
-    load_model(exported).save(out_dir / f"train-{family}.safetensors", dtype=torch.bfloat16)
+    shutil.copyfile(exported, out_dir / f"train-{family}.safetensors")
     if (run_dir / "log.jsonl").is_file():
         shutil.copyfile(run_dir / "log.jsonl", out_dir / f"train-{family}-log.jsonl")
     quality = out_dir / f"train-{family}-quality.json"
-    eval_cmd = [sys.executable, "-m", "lua_core", "eval", "--model", str(exported), "--data", str(data)]
-    eval_cmd += ["--output", str(quality)] + (["--vae-approx", str(vae)] if vae.is_dir() else [])
+    eval_cmd = [sys.executable, str(ROOT / "bench" / "quality.py"), "--families", family, "--models", str(run_dir)]
+    eval_cmd += ["--pattern", "lua-{family}.safetensors", "--data", str(data / "holdout"), "--val-fraction", "1.0"]
+    eval_cmd += ["--vae-approx", str(vae), "--output", str(quality), "--docs", str(run_dir / "docs")]
     info["eval"] = _run(eval_cmd, 600)
     if quality.is_file():  # name the machine in this file too
         report = json.loads(quality.read_text())
@@ -730,7 +741,7 @@ def main() -> None:
     p.add_argument("--compile-modes", default="default,reduce-overhead", help="LUA_COMPILE modes to time ('' = none)")
     p.add_argument("--train", metavar="FAMILY", default="", help="also run the training sprint for this family")
     p.add_argument("--train-preset", default="gpu-sprint")
-    p.add_argument("--train-data", default=str(ROOT / ".gpu_data"), help="prepared image folder (tools/prepare_gpu_data.py)")
+    p.add_argument("--train-data", default=str(ROOT / ".gpu_data"), help="folder written by tools/prepare_gpu_data.py")
     p.add_argument("--train-vae-approx", default="", help="tiny autoencoder folder (default: <train-data>/vae_approx)")
     p.add_argument("--train-minutes", type=float, default=4.0)
     p.add_argument("--train-run-dir", default="", help="default: a temporary folder (keeps OUT_DIR to 8 files)")

@@ -71,6 +71,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--families", default="sdxl,sd1,sd3,flux1")
     p.add_argument("--models", default=str(ROOT / "models"))
+    p.add_argument("--pattern", default="lua-{family}-small.safetensors", help="model file name in --models")
     p.add_argument("--data", default=str(SHARED / "data" / "train"))
     p.add_argument("--vae-approx", default=str(SHARED / "vae_approx"))
     p.add_argument("--val-fraction", type=float, default=0.08)
@@ -110,7 +111,7 @@ def main() -> None:
             )
         report["families"] = previous["families"]
     for fam in args.families.split(","):
-        path = Path(args.models) / f"lua-{fam}-small.safetensors"
+        path = Path(args.models) / args.pattern.format(family=fam)
         if not path.is_file():
             print(f"skip {fam}: {path} missing", file=sys.stderr)
             continue

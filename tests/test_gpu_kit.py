@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 ROOT = Path(__file__).resolve().parent.parent
 KIT = ROOT / "bench" / "gpu_kit.py"
@@ -17,20 +18,47 @@ sys.path.insert(0, str(KIT.parent))
 
 import gpu_kit  # noqa: E402
 
+SHARED = ROOT.parent / "shared"
+
+
+def tiny_gpu_data(dest: Path) -> Path:
+    """The layout of tools/prepare_gpu_data.py with three training images, two hold-out crops and taesdxl."""
+    from PIL import Image
+
+    images = sorted((SHARED / "data" / "train" / "pypi").rglob("*.png"))[:5]
+    for sub in ("train", "holdout", "vae_approx"):
+        (dest / sub).mkdir(parents=True)
+    for i, path in enumerate(images):
+        with Image.open(path) as im:
+            im.convert("RGB").resize((192, 160)).save(dest / ("train" if i < 3 else "holdout") / f"{i}.jpg")
+    for part in ("encoder", "decoder"):
+        name = f"taesdxl_{part}.safetensors"
+        (dest / "vae_approx" / name).write_bytes((SHARED / "vae_approx" / name).read_bytes())
+    return dest
+
 
 @pytest.fixture(scope="module")
 def smoke_dir(tmp_path_factory) -> Path:
+    """One CPU smoke run of the whole kit, the training sprint included (CI runs it on every submission)."""
     out = tmp_path_factory.mktemp("kit")
-    proc = subprocess.run(
-        [sys.executable, str(KIT), str(out), "--smoke"], capture_output=True, text=True, timeout=600, cwd=ROOT
-    )
+    data = tiny_gpu_data(tmp_path_factory.mktemp("gpu_data"))
+    cmd = [sys.executable, str(KIT), str(out), "--smoke", "--train", "sdxl", "--train-data", str(data)]
+    proc = subprocess.run(cmd + ["--train-minutes", "3"], capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
 
 def test_smoke_writes_few_plainly_named_files(smoke_dir):
     names = sorted(p.name for p in smoke_dir.iterdir())
-    assert names == ["gpu-kit-profile.txt", "gpu-kit.json", "gpu-kit.txt"]
+    assert names == [
+        "gpu-kit-profile.txt",
+        "gpu-kit.json",
+        "gpu-kit.txt",
+        "train-sdxl-log.jsonl",
+        "train-sdxl-quality.json",
+        "train-sdxl.safetensors",
+    ]
+    assert len(names) <= 8 and all(p.stat().st_size < 16 * 2**20 for p in smoke_dir.iterdir())  # device limits
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", n) for n in names)  # what the device tool brings back
 
 
@@ -94,6 +122,27 @@ def test_flux_decoder_has_the_flux_vae_decoder_size():
     assert small(torch.randn(1, 16, 4, 6)).shape == (1, 3, 32, 48)
 
 
+def test_training_sprint_smoke_trains_exports_and_scores_every_gate(smoke_dir):
+    from lua_core import load_model
+
+    res = json.loads((smoke_dir / "gpu-kit.json").read_text())["train"]
+    assert res["train"]["rc"] == 0 and res["eval"]["rc"] == 0 and "error" not in res
+    assert "--preset gpu-sprint" in res["command"]
+    weights = smoke_dir / "train-sdxl.safetensors"
+    assert load_model(weights).family.name == "sdxl"
+    with safe_open(str(weights), framework="pt") as f:  # fp16 on disk: half the bytes to bring back
+        assert f.get_tensor("conv_first.weight").dtype == torch.float16
+    log = [json.loads(line) for line in (smoke_dir / "train-sdxl-log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4, 5]
+    assert all(set(r["grad_share"]) == set(r["loss_share"]) for r in steps)  # every term's share is logged
+    quality = json.loads((smoke_dir / "train-sdxl-quality.json").read_text())
+    assert quality["gpu_kit"]["torch"] == torch.__version__ and quality["n_images"] == 2
+    for scale in ("x2", "x4"):
+        gates = quality["families"]["sdxl"]["scales"][scale]["gates"]
+        assert set(gates) == {"beats_decode_resize_encode", "beats_pixel_bicubic", "goal_over_pixel_bicubic"}
+
+
 def test_train_section_calls_the_training_cli_with_todays_flags(tmp_path, monkeypatch):
     from lua_core.train.config import PRESETS, build_parser
 
@@ -108,14 +157,15 @@ def test_train_section_calls_the_training_cli_with_todays_flags(tmp_path, monkey
         train_preset="gpu-sprint",
         train_minutes=2.0,
         device_name="cpu (test)",
+        smoke=False,
     )
     info = gpu_kit.section_train("sdxl", args, tmp_path / "out")
     cmd, timeout = calls[0]
-    assert cmd[1:5] == ["-m", "lua_core", "train", "--preset"] and timeout == 2.0 * 60 + 120
+    assert cmd[1:5] == ["-m", "lua_core", "train", "--preset"] and timeout == 2.0 * 60 + 300
     assert info["error"].startswith("no exported model")  # the fake run exported nothing, and says so
     flags = cmd[4:]
-    if flags[1] not in PRESETS:  # the lead adds gpu-sprint; until then check the flag names with a known preset
-        flags[1] = "cpu"
+    assert flags[1] in PRESETS
     parsed = build_parser().parse_args(flags)
-    assert parsed.family == "sdxl" and parsed.data == str(data) and parsed.max_minutes == 2.0
-    assert parsed.vae_approx == str(data / "vae_approx") and parsed.run_dir == str(tmp_path / "run")
+    assert parsed.family == "sdxl" and parsed.data == str(data / "train") and parsed.max_minutes == 2.0
+    assert parsed.fit_minutes == 1.8 and parsed.run_dir == str(tmp_path / "run")
+    assert parsed.vae_approx == str(data / "vae_approx")

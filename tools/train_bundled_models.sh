@@ -6,6 +6,9 @@
 # count and get a short fine-tune (the paper's "same backbone, short fine-tune"). These are the schedules the
 # shipped files were trained with (their metadata records the steps).
 # Each run keeps state.pt in RUNS_DIR/<family>: rerunning the script continues an interrupted run exactly.
+# Then sdxl and sd1 are continued (stage III only) on 320 px tiles with random aligned crops, synthetic flat and
+# gradient tiles and the calibrated loss weights (the second generation, see models/README.md); the run stops
+# after --max-minutes of wall time, so on a busy machine it does fewer steps (its metadata records how many).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-runs}; shift || true
@@ -23,4 +26,18 @@ for fam in $FAMILIES; do
   python -m lua_core train --preset cpu --data "$SHARED/data/train" --family "$fam" \
       --vae-approx "$SHARED/vae_approx" --run-dir "$RUNS/$fam" --cache-dir "$RUNS/cache_$fam" \
       --export "models/lua-$fam-small.safetensors" --note "bundled model, cpu preset" "${extra[@]}" "${resume[@]}"
+done
+for fam in sdxl sd1; do
+  case " $FAMILIES " in *" $fam "*) ;; *) continue ;; esac
+  run="$RUNS/$fam-v2"
+  resume=()
+  [ -f "$run/state.pt" ] && resume=(--resume)
+  python -m lua_core train --preset cpu --data "$SHARED/data/train" --family "$fam" \
+      --vae-approx "$SHARED/vae_approx" --run-dir "$run" --cache-dir "$RUNS/cache-$fam-v2" \
+      --init-from "models/lua-$fam-small.safetensors" --tile 320 --max-tiles-per-image 1 --stage-steps 0,0,4000 \
+      --lr 3e-4 --fit-minutes 60 --max-minutes 65 --export "$run/lua-$fam-small.safetensors" \
+      --note "continued: random tile crops, synthetic flats, calibrated loss weights" "${resume[@]}"
+  # stopped by --max-minutes before the last step: export the EMA weights of the saved state
+  [ -f "$run/lua-$fam-small.safetensors" ] || python -m lua_core train --run-dir "$run" --resume --export-only
+  # replace the bundled file only if bench/quality.py says the new one is better (see DEVELOPERS.md)
 done

@@ -110,9 +110,9 @@ def cache_key(cfg: TrainConfig, images: list[Path], ae: TinyAutoencoder) -> str:
     for p in images:
         h.update(f"{p.relative_to(root).as_posix()}:{sha256_file(p)}".encode())
     for part in (ae.encoder, ae.decoder):
-        for k, v in part.state_dict().items():
+        for k, v in part.state_dict().items():  # the bytes, not a float sum (which varies with the thread count)
             h.update(k.encode())
-            h.update(v.float().sum().item().hex().encode())
+            h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
 
