@@ -162,6 +162,11 @@ def quality_section(short: bool = False) -> str:
     return "\n".join([head, "", *rows, "", "![PSNR per method](docs/quality-psnr.png)" if not short else ""])
 
 
+def stage_text(stages) -> str:
+    """'1000,300,2400' whether the metadata stored a string (older files) or a list."""
+    return ",".join(str(v) for v in stages) if isinstance(stages, list) else str(stages)
+
+
 def models_section() -> str:
     from safetensors import safe_open
 
@@ -174,7 +179,7 @@ def models_section() -> str:
         prov = json.loads(meta.get("lua.provenance", "{}"))
         rows.append(
             f"| `{path.name}` | {meta.get('lua.family')} | {', '.join('x' + str(s) for s in json.loads(meta['lua.scales']))} | "
-            f"{n / 1e6:.2f} M | {path.stat().st_size / 1e6:.1f} MB | {prov.get('steps', '?')} steps ({prov.get('stage_steps', '')}), "
+            f"{n / 1e6:.2f} M | {path.stat().st_size / 1e6:.1f} MB | {prov.get('steps', '?')} steps ({stage_text(prov.get('stage_steps', ''))}), "
             f"{prov.get('date', '')}{', from ' + prov['initialised_from'] if prov.get('initialised_from') else ''} |"
         )
     return "\n".join(rows)
