@@ -6,9 +6,11 @@
 
 Needs only Python >= 3.10 with pip and venv; works from any folder (it runs in the folder it lives in).
 The venv is `.venv` beside this file: created on first use, then reused; packages are installed again only
-when requirements*.txt or the torch choice change. torch is pinned to the CPU build the tests use,
-`torch==2.13.0`; for a CUDA build set LUA_TORCH_INDEX_URL (PyTorch's wheel index for your CUDA, e.g.
-https://download.pytorch.org/whl/cu128) and, for another version, LUA_TORCH_SPEC (e.g. "torch==2.13.0").
+when requirements*.txt or the torch choice change. torch is pinned to `torch==2.13.0`, the version the tests
+use. From PyPI that pin is, on Linux, the CUDA build (gigabytes with its nvidia-* packages, GPU or not); the
+small CPU-only build the tests run on comes from PyTorch's CPU wheel index:
+LUA_TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu. For a CUDA build name its index instead (e.g.
+https://download.pytorch.org/whl/cu128); for another version set LUA_TORCH_SPEC (e.g. "torch==2.13.0").
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 STAMP = VENV / "lua-dev-installed.json"  # what was installed, so a reused venv is not reinstalled
-DEFAULT_TORCH = "torch==2.13.0"  # the CPU wheel the test suite runs on (a bare `torch` pulls a multi-GB CUDA build)
+DEFAULT_TORCH = "torch==2.13.0"  # the tests' version; PyPI's Linux wheel of it is the CUDA build (see docstring)
 REQUIREMENTS = {"demo": ["requirements.txt"], "test": ["requirements.txt", "requirements-dev.txt"]}
 
 

@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .arch.reencode_residual import ReencodeResidual, ReencodeResidualConfig
 from .arch.swinir_multihead import FLUX_OFFICIAL_CONFIG, LUAConfig, SwinIRMultiHead, shift_window_mask
 from .errors import CheckpointError
 from .families import FAMILIES, LatentFamily, describe_channels, families_with_channels, get_family
@@ -30,41 +31,60 @@ from .families import FAMILIES, LatentFamily, describe_channels, families_with_c
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "lua-latent-upscaler"
-FORMAT_VERSION = 1
-ARCH_NAME = "swinir_multihead"
-MODEL_EXTENSIONS = (".safetensors", ".sft", ".pth", ".pt", ".ckpt", ".bin")
+FORMAT_VERSION = 2  # the newest this code reads: 1 = SwinIRMultiHead, 2 = ReencodeResidual (prior inside)
+ARCHS = {net.ARCH: net for net in (SwinIRMultiHead, ReencodeResidual)}
+ARCH_NAME = SwinIRMultiHead.ARCH
 
 
 @dataclass
 class ModelInfo:
     """What a checkpoint says about itself (or what was inferred when it says nothing)."""
 
-    config: LUAConfig
+    config: LUAConfig | ReencodeResidualConfig
     family: LatentFamily | None
     provenance: dict = field(default_factory=dict)
     source_format: str = "safetensors"
     inferred: bool = False
+    prior: dict | None = None  # v2: what the frozen prior is ({"kind", "autoencoder", "resize", ...})
 
     @property
     def scales(self) -> tuple[int, ...]:
         return self.config.scales
 
+    @property
+    def arch(self) -> str:
+        return ReencodeResidual.ARCH if isinstance(self.config, ReencodeResidualConfig) else SwinIRMultiHead.ARCH
+
+    @property
+    def channels(self) -> int:
+        return self.config.channels if isinstance(self.config, ReencodeResidualConfig) else self.config.in_chans
+
+    def title(self) -> str:
+        """How users know it: 'LUA SDXL x2/x4 (v2: taesdxl re-encode prior + residual)'."""
+        fam = self.family.label if self.family else f"unknown {self.channels}-channel family"
+        kind = f"v2: {self.prior['autoencoder']} re-encode prior + residual" if self.prior else "v1"
+        return f"LUA {fam} {'/'.join(f'x{s}' for s in self.scales)} ({kind})"
+
     def describe(self) -> str:
         """One paragraph for `python -m lua_core info` and logs."""
-        fam = self.family.label if self.family else "unknown family"
-        n_params = _count_params(self.config)
+        cfg = self.config
         origin = "inferred from tensor shapes" if self.inferred else "from file metadata"
+        if isinstance(cfg, ReencodeResidualConfig):
+            shape = (
+                f"residual width {cfg.width}, {cfg.blocks} blocks, inputs {cfg.inputs}; prior: "
+                f"{self.prior['autoencoder']} decode -> {cfg.resize} -> encode (frozen, stored in the file)"
+            )
+        else:
+            shape = f"width {cfg.embed_dim}, depths {list(cfg.depths)}, window {cfg.window_size}"
         return (
-            f"LUA {ARCH_NAME} ({self.source_format}, config {origin}): {fam} latents, "
-            f"{self.config.in_chans} channels, scales {', '.join(f'x{s}' for s in self.scales)}, "
-            f"width {self.config.embed_dim}, depths {list(self.config.depths)}, window {self.config.window_size}, "
-            f"{n_params / 1e6:.2f} M parameters"
+            f"{self.title()} [{self.arch}, {self.source_format}, config {origin}]: {self.channels} channels, "
+            f"{shape}, {_count_params(cfg) / 1e6:.2f} M parameters"
         )
 
 
-def _count_params(cfg: LUAConfig) -> int:
+def _count_params(cfg: LUAConfig | ReencodeResidualConfig) -> int:
     with torch.device("meta"):
-        net = SwinIRMultiHead(cfg)
+        net = ReencodeResidual(cfg) if isinstance(cfg, ReencodeResidualConfig) else SwinIRMultiHead(cfg)
     return sum(p.numel() for p in net.parameters())
 
 
@@ -122,11 +142,15 @@ def _read_pickle(path: Path, kind: str, size: int) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        # name what torch's weights-only check found, never its advice (weights_only=False, allowlisting)
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        detail = f"unsupported GLOBAL {found.group(1)}" if found else "a pickle instruction it does not allow"
         raise CheckpointError(
-            f"pickle refused: {path.name} holds Python objects other than tensors and plain containers, "
-            f"so it was not loaded (weights_only=True). LUA checkpoints never need that; if you trust the file, "
-            f"convert it to .safetensors in a separate environment. Detail: {str(e).splitlines()[0]}"
-        ) from e
+            f"pickle refused: {path.name} holds Python objects other than tensors and plain containers "
+            f"(torch's weights-only check found {detail}), so it is refused on purpose and nothing in it was run. "
+            "LUA checkpoints hold only tensors and never need that: use a LUA .safetensors file, or download "
+            "this model again from where it was published"
+        ) from None  # not chained: torch's text would reach the console's traceback
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"{path.name} is a truncated or corrupt PyTorch checkpoint ({size} bytes; {e})") from e
     return unwrap_state_dict(obj, path.name)
@@ -162,6 +186,8 @@ def identify_foreign(sd: dict[str, torch.Tensor]) -> str | None:
         rx = re.compile(pattern)
         return any(rx.search(k) for k in keys)
 
+    if has(r"^prior\.decoder\.1\.weight$") and has(r"^heads\.x\d+\.weight$") and has(r"^stems\.x\d+\.weight$"):
+        return None  # a v2 model (re-encode prior + residual)
     lua = has(r"^heads\.x\d+\.conv_last\.weight$") and "conv_first.weight" in keys
     if lua and has(r"^layers\.\d+\.residual_group\.blocks\.\d+\.attn\.qkv\.weight$"):
         return None
@@ -239,7 +265,7 @@ def _default_family(config: LUAConfig) -> LatentFamily | None:
 
 def build_network(
     sd: dict[str, torch.Tensor], meta: dict[str, str], name: str = "checkpoint"
-) -> tuple[SwinIRMultiHead, ModelInfo]:
+) -> tuple[SwinIRMultiHead | ReencodeResidual, ModelInfo]:
     """Turn a state dict (+ our metadata, if any) into a strictly loaded network and its info."""
     if meta.get("lua.format") not in (None, FORMAT_NAME):
         raise CheckpointError(f"{name}: metadata says format {meta['lua.format']!r}, expected {FORMAT_NAME!r}")
@@ -255,26 +281,34 @@ def build_network(
                 f"{name} uses LUA file format v{version}; this version of the pack reads up to v{FORMAT_VERSION}. "
                 "Update the node pack."
             )
+        arch = meta.get("lua.arch", ARCH_NAME)
+        if arch not in ARCHS:
+            raise CheckpointError(
+                f"{name}: metadata names network {arch!r}; this version of the pack knows {', '.join(ARCHS)}. "
+                "Update the node pack."
+            )
         try:
-            config = LUAConfig.from_dict(json.loads(meta["lua.config"]))
+            config_cls = ReencodeResidualConfig if arch == ReencodeResidual.ARCH else LUAConfig
+            config = config_cls.from_dict(json.loads(meta["lua.config"]))
             family = get_family(meta["lua.family"]) if meta.get("lua.family") else None
             provenance = json.loads(meta.get("lua.provenance", "{}"))
-        except (ValueError, TypeError) as e:
+            prior = json.loads(meta["lua.prior"]) if arch == ReencodeResidual.ARCH else None
+        except (ValueError, TypeError, KeyError) as e:
             raise CheckpointError(f"{name}: its LUA metadata is damaged ({e}); re-export or re-convert the file") from e
-        info = ModelInfo(config, family, provenance, "safetensors")
+        info = ModelInfo(config, family, provenance, "safetensors", prior=prior)
     else:
         try:
             config = infer_config(sd)
         except (KeyError, IndexError, ValueError) as e:
             raise CheckpointError(f"{name}: looks like LUA but its shapes do not form a valid config ({e})") from e
         info = ModelInfo(config, _default_family(config), {}, "inferred", inferred=True)
-    if info.family is not None and info.family.channels != config.in_chans:
+    if info.family is not None and info.family.channels != info.channels:
         raise CheckpointError(
             f"{name}: metadata says {info.family.label} ({info.family.channels} channels) "
-            f"but the network takes {config.in_chans} channels"
+            f"but the network takes {info.channels} channels"
         )
     with torch.device("meta"):
-        net = SwinIRMultiHead(config)
+        net = ARCHS[info.arch](config)
     try:
         net.load_state_dict(sd, strict=True, assign=True)
     except RuntimeError as e:
@@ -282,7 +316,11 @@ def build_network(
         missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
         detail = f"missing {missing[:5]}, unexpected {unexpected[:5]}" if missing or unexpected else str(e)[:400]
         raise CheckpointError(f"{name} does not match the LUA layout for its config: {detail}") from e
-    _check_masks(net, name)
+    if info.prior is not None:
+        net.prior.requires_grad_(False)
+        net.float()  # the prior is stored in its source precision (bf16/fp16) and computed in fp32 like tiny_ae
+    else:
+        _check_masks(net, name)
     return net.eval(), info
 
 
@@ -299,26 +337,41 @@ def config_metadata(info: ModelInfo) -> dict[str, str]:
     """Our safetensors metadata for a model (all values are strings, as safetensors requires)."""
     meta = {
         "lua.format": FORMAT_NAME,
-        "lua.format_version": str(FORMAT_VERSION),
-        "lua.arch": ARCH_NAME,
+        "lua.format_version": str(ARCHS[info.arch].FORMAT_VERSION),
+        "lua.arch": info.arch,
         "lua.config": info.config.to_json(),
-        "lua.channels": str(info.config.in_chans),
+        "lua.channels": str(info.channels),
         "lua.scales": json.dumps(list(info.config.scales)),
         "lua.provenance": json.dumps(info.provenance, sort_keys=True),
     }
     if info.family is not None:
         meta["lua.family"] = info.family.name
+    if info.prior is not None:
+        meta["lua.prior"] = json.dumps(info.prior, sort_keys=True)
     return meta
 
 
+def compact_dtype(v: torch.Tensor) -> torch.dtype:
+    """bf16 or fp16 when that holds every value of `v` exactly (the tiny AEs ship in those), else v's dtype."""
+    for dt in (torch.bfloat16, torch.float16):
+        if v.dtype != dt and torch.equal(v.to(dt).to(v.dtype), v):
+            return dt
+    return v.dtype
+
+
 def save_safetensors(
-    net: SwinIRMultiHead, info: ModelInfo, path: str | os.PathLike, dtype: torch.dtype | None = None
+    net: SwinIRMultiHead | ReencodeResidual, info: ModelInfo, path: str | os.PathLike, dtype: torch.dtype | None = None
 ) -> None:
-    """Write `net` in our safetensors format (buffers included so strict loading works anywhere)."""
+    """Write `net` in our safetensors format (buffers included so strict loading works anywhere).
+
+    A v2 prior is stored losslessly in the smallest float type that holds it exactly (its source precision).
+    """
     sd = {}
     for k, v in net.state_dict().items():
         v = v.detach().to("cpu")
-        if dtype is not None and v.is_floating_point() and not k.endswith("attn_mask"):
+        if k.startswith("prior.") and v.is_floating_point():
+            v = v.to(compact_dtype(v))
+        elif dtype is not None and v.is_floating_point() and not k.endswith("attn_mask"):
             v = v.to(dtype)
         sd[k] = v.contiguous().clone()
     path = Path(path)
@@ -350,18 +403,18 @@ def convert_checkpoint(
     net, info = build_network(sd, meta, Path(src).name)
     if family is not None:
         fam = get_family(family)
-        if fam.channels != info.config.in_chans:
+        if fam.channels != info.channels:
             raise CheckpointError(
                 f"--family {fam.name} needs {fam.channels}-channel latents but this model takes "
-                f"{describe_channels(info.config.in_chans)}; choose one of "
-                f"{', '.join(f.name for f in families_with_channels(info.config.in_chans)) or 'none'}"
+                f"{describe_channels(info.channels)}; choose one of "
+                f"{', '.join(f.name for f in families_with_channels(info.channels)) or 'none'}"
             )
         info.family = fam
     if info.family is None:
-        options = ", ".join(f.name for f in families_with_channels(info.config.in_chans))
+        options = ", ".join(f.name for f in families_with_channels(info.channels))
         raise CheckpointError(
             f"{Path(src).name} has no family metadata and is not the official LUA-FLUX network, so its "
-            f"{describe_channels(info.config.in_chans)} are ambiguous; pass --family ({options})"
+            f"{describe_channels(info.channels)} are ambiguous; pass --family ({options})"
         )
     if info.inferred:
         official = info.family.name == "flux1" and is_official_flux(info.config)

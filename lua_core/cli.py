@@ -9,6 +9,7 @@ always through a temporary file renamed into place, so a failure leaves no parti
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -16,10 +17,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import LUAError
+from .fileio import HeaderError, atomic_write
+from .fileio import read_safetensors_header as read_header
+
+if TYPE_CHECKING:  # torch is imported by the commands, after main() has checked it is installed
+    import torch
 
 LATENT_KEY = "latent_tensor"  # ComfyUI SaveLatent/LoadLatent key
 LATENT_KEYS = {LATENT_KEY, "latent_format_version_0", "samples"}
@@ -27,33 +32,33 @@ EXIT_ERROR = 2
 # bytes per element of each safetensors dtype, to check a header against the file size before reading
 _DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2}
 _DTYPE_BYTES |= {"I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+# what every command needs (import name -> pip name); checked before anything imports them
+REQUIRED_MODULES = {"torch": "torch", "safetensors": "safetensors", "numpy": "numpy", "PIL": "pillow", "tqdm": "tqdm"}
+CPU_TORCH = "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 
 
 # --------------------------------------------------------------------------- shared checks
 
 
-def resolve_device(name: str | None) -> torch.device:
-    """Parse a --device value and check this machine has it (cpu when None)."""
-    if name is None:
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise LUAError(f"--device {name!r} is not a device name; expected cpu, cuda, cuda:N or mps") from e
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise LUAError(
-                f"--device {name}: this PyTorch ({torch.__version__}) sees no CUDA GPU; use --device cpu, "
-                "or install a CUDA build of torch (README, Install)"
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise LUAError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here (cuda:0 ...)")
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise LUAError(f"--device {name}: this machine has no Apple MPS device; use --device cpu")
-    elif device.type != "cpu":
-        raise LUAError(f"--device {name}: expected cpu, cuda, cuda:N or mps")
-    return device
+def missing_requirements() -> str | None:
+    """One message naming what this Python lacks and how to get it, or None when everything imports."""
+    missing = [pip for mod, pip in REQUIRED_MODULES.items() if importlib.util.find_spec(mod) is None]
+    if not missing:
+        return None
+    pip = f"{sys.executable} -m pip install"
+    steps = []
+    if "torch" in missing:
+        steps.append(f"{pip} {CPU_TORCH} (the small CPU-only build; for CUDA see README, Install)")
+    if [m for m in missing if m != "torch"]:
+        steps.append(f"{pip} {' '.join(m for m in missing if m != 'torch')}")
+    install = f"install them into this Python: {', then '.join(steps)}"
+    pack = Path(__file__).resolve().parent.parent
+    if (pack / "dev.py").is_file():  # a checkout of the pack, not an installed wheel
+        install = (
+            f"either run `python3 dev.py demo` in {pack} (it makes .venv with all of them; then use "
+            f"{pack / '.venv' / 'bin' / 'python'} -m lua_core), or {install}"
+        )
+    return f"lua_core needs {', '.join(missing)}, which {sys.executable} cannot import; {install}"
 
 
 def check_output(output: Path, overwrite: bool) -> None:
@@ -75,17 +80,6 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def write_atomically(path: Path, write: Callable[[str], None]) -> None:
-    """Run `write(tmp)` on a temporary name beside `path`, then rename it over `path` (no partial files)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def progress_bar(desc: str, unit: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
     """(update(done, total), close()) of a tqdm bar on stderr, drawn only when stderr is a terminal."""
     from tqdm import tqdm
@@ -105,18 +99,11 @@ def read_safetensors_header(path: Path) -> dict:
     if not path.is_file():
         raise LUAError(f"input file not found: {path}")
     size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        length = int.from_bytes(head, "little") if len(head) == 8 else -1
-        if not 2 <= length <= min(size - 8, 100 << 20):
-            raise LUAError(f"{path} is not a safetensors file ({size} bytes); expected a ComfyUI SaveLatent file")
-        try:
-            header = json.loads(f.read(length))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise LUAError(f"{path} has a damaged safetensors header ({e}); save the latent again") from e
-    if not isinstance(header, dict):
-        raise LUAError(f"{path} has a damaged safetensors header (not a JSON object); save the latent again")
-    data_bytes = size - 8 - length
+    try:
+        header, data_start = read_header(path)
+    except HeaderError as e:
+        raise LUAError(f"{path}: {e}; expected a ComfyUI SaveLatent file (save the latent again)") from e
+    data_bytes = size - data_start
     for key, entry in header.items():
         if key == "__metadata__":
             continue
@@ -206,9 +193,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     if info.inferred and info.family is not None and is_official_flux(info.config):
         print(f"family {info.family.label}: no metadata, and the shapes match the official LUA-FLUX release exactly")
     elif info.family is None:
-        options = "|".join(f.name for f in families_with_channels(info.config.in_chans))
+        options = "|".join(f.name for f in families_with_channels(info.channels))
         print(
-            f"no latent family recorded ({describe_channels(info.config.in_chans)}); record it with: "
+            f"no latent family recorded ({describe_channels(info.channels)}); record it with: "
             f"convert {args.model} --family {options or '?'}"
         )
     for k, v in info.provenance.items():
@@ -270,8 +257,10 @@ def add_upscale_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_upscale(args: argparse.Namespace) -> int:
     """Upscale one latent file with a LUA model."""
+    import torch
     from safetensors.torch import save_file
 
+    from .devices import resolve_device
     from .engine import min_tile, upscale_latent
     from .model import load_model
 
@@ -295,7 +284,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     if args.tile_size and args.tile_size < min_tile(model):
         raise LUAError(
             f"--tile-size {args.tile_size} is below this model's minimum of {min_tile(model)} latent pixels "
-            f"(4 attention windows of {model.config.window_size}); use 0 (automatic) or at least {min_tile(model)}"
+            f"({model.info.title()}); use 0 (automatic) or at least {min_tile(model)}"
         )
     latent, key = read_latent(src)
     update, close = progress_bar(f"x{args.scale:g}", "tile")
@@ -308,7 +297,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     tensors = {key: out.contiguous()}
     if key == LATENT_KEY:
         tensors["latent_format_version_0"] = torch.tensor([])  # marks raw-space latents for ComfyUI's LoadLatent
-    write_atomically(dst, lambda tmp: save_file(tensors, tmp))
+    atomic_write(dst, lambda tmp: save_file(tensors, tmp))
     print(f"{list(latent.shape)} -> {list(out.shape)} with {model.name} x{args.scale:g} in {dt:.2f} s; wrote {dst}")
     return 0
 
@@ -354,6 +343,7 @@ def prog_name() -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: every subcommand registered by its own module."""
     from . import demo, evaluation
+    from .train import residual
 
     p = argparse.ArgumentParser(prog=prog_name(), description="LUA latent upscaler tools")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -361,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_convert_parser(sub)
     add_upscale_parser(sub)
     add_train_parser(sub)
+    residual.add_parser(sub)
     evaluation.add_parser(sub)
     demo.add_parser(sub)
     return p
@@ -368,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse once, dispatch; expected errors are one line on stderr and exit code 2."""
+    missing = missing_requirements()
+    if missing:  # before any command module imports torch: one line saying what to install, not a traceback
+        print(f"error: {missing}", file=sys.stderr)
+        return EXIT_ERROR
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

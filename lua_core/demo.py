@@ -8,7 +8,7 @@ downscaled 4x (antialiased bicubic; 2x for a model without an x4 head), encoded 
   LUA             upscale the latent with the model, then decode;
   pixel bicubic   decode, then bicubic-upscale the picture (the usual route without LUA);
   latent bicubic  bicubic-upscale the latent (ComfyUI's Upscale Latent), then decode.
-Each result is 2x / 4x the input's pixel size and is scored (PSNR, dB) against the original resized to
+Each result is 2x / 4x the input's pixel size and is scored (PSNR in dB: higher is closer to the original) against the original resized to
 that size (for the largest scale: the original itself). Decodes use the tiny autoencoder, so the scores
 describe that pipeline, not a full VAE. Files written: original.png, input.png, <method>_x<scale>.png,
 side_by_side.png and demo.json (scores and timings); existing files of those names are replaced.
@@ -26,8 +26,9 @@ import torch
 from PIL import Image
 
 from .baselines import resize_latent
-from .cli import resolve_device, write_atomically
+from .devices import resolve_device
 from .errors import LUAError
+from .fileio import atomic_write
 from .imaging import bicubic_resize, load_rgb, to_tensor, to_uint8
 from .metrics import psnr
 
@@ -68,7 +69,7 @@ def original_image(path: str | Path, max_side: int, multiple: int) -> torch.Tens
 
 def write_png(img: torch.Tensor, path: Path) -> None:
     """Write an RGB tensor in [0, 1] as PNG, atomically."""
-    write_atomically(path, lambda tmp: Image.fromarray(to_uint8(img)).save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: Image.fromarray(to_uint8(img)).save(tmp, format="PNG"))
 
 
 def side_by_side(rows: list[list[tuple[torch.Tensor, str]]], path: Path) -> None:
@@ -92,7 +93,7 @@ def side_by_side(rows: list[list[tuple[torch.Tensor, str]]], path: Path) -> None
             draw.text((left + 4, top + 3), label, fill="black", font=font)
             left += img.shape[-1]
         top += max(img.shape[-2] for img, _ in row) + label_h
-    write_atomically(path, lambda tmp: canvas.save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: canvas.save(tmp, format="PNG"))
 
 
 def timed(fn: Callable[[], torch.Tensor], device: torch.device, warm_up: bool = True) -> tuple[torch.Tensor, float]:
@@ -181,16 +182,18 @@ def run(args: argparse.Namespace) -> int:
             pixel, pixel_resize_ms = timed(lambda sz=size: bicubic_resize(decoded_low, sz).clamp(0, 1), device)
             # decodes are the slow part on a CPU: timed once, cold (a warm second call is a little faster)
             lua_img, decode_ms = timed(lambda zl=z_lua: ae.decode(zl).clamp(0, 1), device, warm_up=False)
-            images = {"lua": lua_img, "pixel_bicubic": pixel, "latent_bicubic": ae.decode(z_bic).clamp(0, 1)}
+            bic_img, bic_decode_ms = timed(lambda zb=z_bic: ae.decode(zb).clamp(0, 1), device, warm_up=False)
+            images = {"lua": lua_img, "pixel_bicubic": pixel, "latent_bicubic": bic_img}
             ms = {
                 "lua": {"upscale": lua_ms, "decode": decode_ms},
                 "pixel_bicubic": {"decode": decode_low_ms, "resize": pixel_resize_ms},
-                "latent_bicubic": {"resize": latent_resize_ms, "decode": decode_ms},
+                "latent_bicubic": {"resize": latent_resize_ms, "decode": bic_decode_ms},
             }
             scores = {m: round(psnr(img, reference).item(), 3) for m, img in images.items()}
             print(
                 f"x{scale}: {w}x{h} -> {size[1]}x{size[0]} px, latent {list(z.shape[-2:])} -> {list(z_lua.shape[-2:])}; "
-                f"PSNR against the original{'' if reference is original else f' resized to {size[1]}x{size[0]}'}:"
+                f"PSNR (dB, higher is better) against the original"
+                f"{'' if reference is original else f' resized to {size[1]}x{size[0]}'}:"
             )
             row = [(_nearest(low, size), f"input, nearest x{scale}")]
             for m in METHODS:
@@ -207,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
                 "files": {m: f"{m}_x{scale}.png" for m in METHODS},
             }
     side_by_side(rows, out / "side_by_side.png")
-    write_atomically(out / "demo.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1) + "\n"))
+    atomic_write(out / "demo.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1) + "\n"))
     print(f"wrote {out}/: original.png, input.png, {{lua,pixel_bicubic,latent_bicubic}}_x*.png, side_by_side.png, demo.json")
     return 0
 

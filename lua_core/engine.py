@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import LatentInputError, LUAError, UpscaleOutOfMemoryError
-from .families import FAMILIES, describe_channels, families_with_channels
+from .families import FAMILIES, VIDEO_LATENTS, describe_channels, families_with_channels
 from .model import LUAModel
 
 log = logging.getLogger(__name__)
@@ -47,12 +47,14 @@ def check_latent(model: LUAModel, samples: object) -> None:
         raise LatentInputError(
             f"expected an image latent [B, C, h, w] or video latent [B, C, T, h, w], got shape {list(samples.shape)}"
         )
+    if samples.ndim == 5 and not (model.family is not None and model.family.video):
+        raise LatentInputError(_video_message(samples.shape))
     if samples.numel() == 0:
         raise LatentInputError(f"the latent is empty (shape {list(samples.shape)}); nothing to upscale")
     if not samples.is_floating_point():
         raise LatentInputError(f"expected a floating-point latent, got {samples.dtype}")
     channels = samples.shape[1]
-    want = model.config.in_chans
+    want = model.channels
     if channels != want:
         raise LatentInputError(_channel_message(model, channels))
     bad = (~torch.isfinite(samples)).sum().item()
@@ -63,13 +65,29 @@ def check_latent(model: LUAModel, samples: object) -> None:
         )
 
 
+def _video_message(shape: torch.Size) -> str:
+    """Why a 5-D latent is refused: which video VAE it likely comes from, and what to use instead."""
+    channels, frames = shape[1], shape[2]
+    source = VIDEO_LATENTS.get(channels)
+    likely = f"likely from {source}" if source else "from a video VAE that LUA does not know"
+    single = (
+        " (a single frame, as Qwen-Image and Wan hand over still images, is still that VAE's latent space)"
+        if frames == 1
+        else ""
+    )
+    image = ", ".join(f.label for f in FAMILIES.values() if not f.video)
+    return (
+        f"expected an image latent [B, C, h, w], got a 5-D video latent {list(shape)} ({channels} channels, "
+        f"{frames} frame{'' if frames == 1 else 's'}), {likely}. LUA models are trained for image VAEs only "
+        f"({image}), so this latent would come out wrong{single}; use core's Upscale Latent instead, or decode "
+        "it and upscale the frames with a pixel upscaler"
+    )
+
+
 def _channel_message(model: LUAModel, channels: int) -> str:
     fam = model.family
-    expects = f"{model.config.in_chans}-channel {fam.label}" if fam else describe_channels(model.config.in_chans)
+    expects = f"{model.channels}-channel {fam.label}" if fam else describe_channels(model.channels)
     got = describe_channels(channels)
-    for f in FAMILIES.values():
-        if not f.supported and f.comfy_channels == channels:
-            return f"this LUA model expects {expects} latents but got {got}. {f.unsupported_reason}"
     matching = families_with_channels(channels)
     todo = (
         f"load a LUA model for {' or '.join(f.label for f in matching)}"
@@ -123,7 +141,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 def run_network(model: LUAModel, x: torch.Tensor, scale: int) -> torch.Tensor:
     """Pad, run one head, crop: [N, C, h, w] -> [N, C, h*scale, w*scale] in the model's dtype."""
     h, w = x.shape[-2:]
-    x = pad_to_multiple(x.to(device=model.device, dtype=model.dtype), model.config.window_size)
+    x = pad_to_multiple(x.to(device=model.device, dtype=model.dtype), model.net.tile_align)
     return network_forward(model, x, scale)[..., : h * scale, : w * scale]
 
 
@@ -206,11 +224,7 @@ def free_memory(device: torch.device) -> int:
 
 def bytes_per_pixel(model: LUAModel, scale: int) -> int:
     """Rough peak bytes per input latent pixel of one image (measured peaks stay below it)."""
-    cfg = model.config
-    elem = torch.finfo(model.dtype).bits // 8
-    trunk = cfg.embed_dim * (10 + 2 * cfg.mlp_ratio) * elem
-    head = cfg.head_num_feat * (2 + 3 * scale * scale) * elem
-    return int((trunk + head) * 1.5)
+    return model.net.activation_bytes(scale, torch.finfo(model.dtype).bits // 8)
 
 
 def estimate_memory(model: LUAModel, shape: tuple[int, ...] | torch.Size, scale: float) -> int:
@@ -224,18 +238,14 @@ def estimate_memory(model: LUAModel, shape: tuple[int, ...] | torch.Size, scale:
 
 def working_memory(model: LUAModel, shape: tuple[int, ...] | torch.Size, scale: float) -> int:
     """Bytes for one image at a moderate tile (at most 8 windows a side): what to reserve before a run."""
-    side = min(max(shape[-2:]), 8 * model.config.window_size)
+    side = min(max(shape[-2:]), 2 * model.net.min_tile)
     weights = sum(p.numel() * p.element_size() for p in model.net.parameters())
     return estimate_memory(model, (1, shape[1], side, side), scale) - weights
 
 
 def mask_bytes(model: LUAModel) -> int:
-    """Bytes of the attention masks every block caches (position bias, plus four shift patterns in odd blocks)."""
-    cfg = model.config
-    n = cfg.window_size**2
-    elem = torch.finfo(model.dtype).bits // 8
-    per_block = [(4 if j % 2 else 1) * heads * n * n * elem for d, heads in zip(cfg.depths, cfg.num_heads) for j in range(d)]
-    return sum(per_block)
+    """Bytes the network caches between calls (v1: attention masks; v2: nothing)."""
+    return model.net.cache_bytes(torch.finfo(model.dtype).bits // 8)
 
 
 OOM_ERRORS = (
@@ -298,7 +308,7 @@ def plan_tiles(
     memory_budget: int | None,
 ) -> TilePlan:
     """Choose tile side and batch chunk: the caller's tile size, or the largest that fits the budget."""
-    win = model.config.window_size
+    win = model.net.tile_align
     floor = min_tile(model)
     if tile_size:
         # whole windows, no smaller than the floor, no larger than the latent (a bigger tile only wastes OOM retries)
@@ -319,13 +329,13 @@ def plan_tiles(
 
 
 def min_tile(model: LUAModel) -> int:
-    """Smallest tile side: four windows, so the two-window overlap still leaves clean context."""
-    return 4 * model.config.window_size
+    """Smallest tile side (v1: four windows, so the two-window overlap still leaves clean context)."""
+    return model.net.min_tile
 
 
 def default_overlap(model: LUAModel, tile: int) -> int:
-    """Overlap between tiles: two windows (one discarded as context, one blended), at most half a tile."""
-    return min(2 * model.config.window_size, tile // 2)
+    """Overlap between tiles: the network's context (v1: two windows), at most half a tile."""
+    return min(model.net.context, tile // 2)
 
 
 def feather(spans: list[tuple[int, int]], i: int, scale: int, margin: int, device: torch.device) -> torch.Tensor:
@@ -363,12 +373,13 @@ def run_tiled(
 ) -> torch.Tensor:
     """Upscale [N, C, h, w] by an integer head with overlapping feathered tiles; float32 result on x.device."""
     n, c, h, w = x.shape
-    win = model.config.window_size
+    win = model.net.tile_align
     rows = tile_spans(h, plan.tile, plan.overlap, win)
     cols = tile_spans(w, plan.tile, plan.overlap, win)
     batches = [(b, min(n, b + plan.batch)) for b in range(0, n, plan.batch)]
-    # progress counts transformer blocks, so a single untiled pass moves the bar (and can be cancelled) too
-    blocks = sum(len(layer.residual_group.blocks) for layer in model.net.layers)
+    # progress counts network stages (v1: transformer blocks; v2: prior and residual blocks), so a single
+    # untiled pass moves the bar (and can be cancelled) too
+    blocks = len(model.net.progress_modules())
     total, done = len(batches) * len(rows) * len(cols) * blocks, 0
     tiled = len(rows) * len(cols) > 1
     out = torch.zeros(n, c, h * scale, w * scale, dtype=torch.float32, device=x.device)
@@ -376,7 +387,7 @@ def run_tiled(
 
     def block_done(*_) -> None:
         nonlocal done
-        done += 1
+        done = min(done + 1, total)
         progress(done, total)
 
     with after_each_block(model, block_done if progress is not None else None):
@@ -385,19 +396,18 @@ def run_tiled(
 
 
 def after_each_block(model: LUAModel, callback: Callable[..., None] | None) -> contextlib.AbstractContextManager:
-    """Call `callback` after every transformer block of the network inside the `with` (nothing if None)."""
+    """Call `callback` after every progress module of the network inside the `with` (nothing if None)."""
     if callback is None:
         return contextlib.nullcontext()
     stack = contextlib.ExitStack()
-    for layer in model.net.layers:
-        for block in layer.residual_group.blocks:
-            stack.callback(block.register_forward_hook(callback).remove)
+    for block in model.net.progress_modules():
+        stack.callback(block.register_forward_hook(callback).remove)
     return stack
 
 
 def _run_tiles(model, x, scale, batches, rows, cols, out, weight) -> None:
     """Accumulate every tile's output into `out` (feathered into `weight` when tiled)."""
-    win = model.config.window_size
+    win = model.net.context // 2  # feather margin: the v1 window; half the v2 context
     tiled = weight is not None
     for b0, b1 in batches:
         for iy, (y0, y1) in enumerate(rows):
@@ -469,7 +479,7 @@ def _run_with_fallback(
     model: LUAModel, x: torch.Tensor, scale: int, plan: TilePlan, progress: ProgressFn | None
 ) -> torch.Tensor:
     floor = min_tile(model)
-    win = model.config.window_size
+    win = model.net.tile_align
     while True:
         try:
             return run_tiled(model, x, scale, plan, progress)

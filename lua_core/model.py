@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from .arch.swinir_multihead import LUAConfig, SwinIRMultiHead
+from .arch.reencode_residual import ReencodeResidual, ReencodeResidualConfig
+from .arch.swinir_multihead import LUAConfig
 from .checkpoint import ModelInfo, build_network, read_state_dict, save_safetensors
 from .families import LatentFamily
 
@@ -17,15 +19,20 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass
 class LUAModel:
-    """A ready-to-run LUA network and its description (spandrel-style descriptor)."""
+    """A ready-to-run LUA network (v1 SwinIRMultiHead or v2 ReencodeResidual) and its description."""
 
-    net: SwinIRMultiHead
+    net: nn.Module
     info: ModelInfo
     name: str = "model"
 
     @property
-    def config(self) -> LUAConfig:
+    def config(self) -> LUAConfig | ReencodeResidualConfig:
         return self.info.config
+
+    @property
+    def channels(self) -> int:
+        """Latent channels the model takes and returns (as ComfyUI's LATENT holds them)."""
+        return self.net.channels
 
     @property
     def family(self) -> LatentFamily | None:
@@ -37,11 +44,11 @@ class LUAModel:
 
     @property
     def device(self) -> torch.device:
-        return self.net.conv_first.weight.device
+        return next(self.net.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.net.conv_first.weight.dtype
+        return next(self.net.parameters()).dtype
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> LUAModel:
         """Move/cast in place (buffers keep their integer dtype) and return self."""
@@ -79,6 +86,32 @@ def load_model(
     return LUAModel(net, info, Path(path).stem)
 
 
-def model_from_network(net: SwinIRMultiHead, info: ModelInfo, name: str = "model") -> LUAModel:
-    """Wrap an in-memory network (training, tests) as a LUAModel."""
-    return LUAModel(net.eval(), info, name)
+def new_v2_model(
+    family: LatentFamily,
+    scales: tuple[int, ...] = (2, 4),
+    width: int = 64,
+    blocks: int = 8,
+    inputs: str = "latent+prior+pixels",
+    vae_approx: str | os.PathLike = "",
+) -> LUAModel:
+    """An untrained v2 model (it equals decode -> bicubic -> encode) with the family's tiny autoencoder as prior."""
+    from .tiny_ae import load_tiny_autoencoder  # local: tiny_ae reads files through checkpoint
+
+    ae = load_tiny_autoencoder(family, [vae_approx] if vae_approx else [])
+    cfg = ReencodeResidualConfig(
+        channels=family.channels,
+        patch=family.patch,
+        scale_factor=family.scale_factor,
+        shift_factor=family.shift_factor,
+        scales=scales,
+        width=width,
+        blocks=blocks,
+        inputs=inputs,
+        pooled_encoder=tuple(i for i, m in enumerate(ae.encoder) if getattr(m, "pool", None) is not None),
+        pooled_decoder=tuple(i for i, m in enumerate(ae.decoder) if getattr(m, "pool", None) is not None),
+    )
+    net = ReencodeResidual(cfg)
+    net.prior.encoder.load_state_dict(ae.encoder.state_dict())
+    net.prior.decoder.load_state_dict(ae.decoder.state_dict())
+    prior = {"kind": "reencode", "autoencoder": family.tiny_ae, "resize": cfg.resize, "source": Path(ae.source).name}
+    return LUAModel(net.eval(), ModelInfo(cfg, family, {}, prior=prior), family.name)

@@ -13,73 +13,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .arch.taesd import DECODER_FIRST, ENCODER_LAST, make_decoder, make_encoder, pooled_indices
 from .errors import CheckpointError
 from .families import LatentFamily, get_family
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "assets"  # taesdxl encoder + decoder (MIT, see its README)
-
-
-def _conv(c_in: int, c_out: int, bias: bool = True, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(c_in, c_out, 3, stride, 1, bias=bias)
-
-
-class Clamp(nn.Module):
-    """Soft clamp of the decoder input: tanh(x / 3) * 3."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(x / 3) * 3
-
-
-class Block(nn.Module):
-    """Three 3x3 convs with an identity skip; taef2 adds a pooled 1x1 branch to the input first."""
-
-    def __init__(self, c: int, pool: bool = False) -> None:
-        super().__init__()
-        self.conv = nn.Sequential(_conv(c, c), nn.ReLU(), _conv(c, c), nn.ReLU(), _conv(c, c))
-        self.pool = (
-            nn.Sequential(
-                nn.Conv2d(c, 4 * c, 1, bias=False),
-                nn.GroupNorm(4, 4 * c),
-                nn.ReLU(),
-                nn.Conv2d(4 * c, c, 1, bias=False),
-            )
-            if pool
-            else None
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pool is not None:
-            x = x + self.pool(x)
-        return F.relu(self.conv(x) + x)
-
-
-def make_encoder(latent_channels: int, pooled: Iterable[int] = ()) -> nn.Sequential:
-    """TAESD encoder: RGB in [0, 1] -> scaled latent at 1/8 resolution."""
-    pooled = set(pooled)
-    layers: list[nn.Module] = [_conv(3, 64), Block(64, 1 in pooled)]
-    for i in (2, 6, 10):
-        layers += [_conv(64, 64, bias=False, stride=2)] + [Block(64, j in pooled) for j in range(i + 1, i + 4)]
-    layers.append(_conv(64, latent_channels))
-    return nn.Sequential(*layers)
-
-
-def make_decoder(latent_channels: int, pooled: Iterable[int] = ()) -> nn.Sequential:
-    """TAESD decoder: scaled latent -> RGB (about [0, 1]; clamp for display)."""
-    pooled = set(pooled)
-    layers: list[nn.Module] = [Clamp(), _conv(latent_channels, 64), nn.ReLU()]
-    layers += [Block(64, j in pooled) for j in (3, 4, 5)]
-    for i in (6, 11, 16):
-        layers += [nn.Upsample(scale_factor=2), _conv(64, 64, bias=False)]
-        layers += [Block(64, j in pooled) for j in range(i + 2, i + (5 if i < 16 else 3))]
-    layers.append(_conv(64, 3))
-    return nn.Sequential(*layers)
-
-
-def _pooled_indices(sd: dict[str, torch.Tensor]) -> set[int]:
-    return {int(k.split(".")[0]) for k in sd if ".pool." in k}
 
 
 def _load_part(path: Path, kind: str) -> nn.Sequential:
@@ -89,9 +29,9 @@ def _load_part(path: Path, kind: str) -> nn.Sequential:
     if "0.weight" not in sd and "1.weight" not in sd:
         raise CheckpointError(f"{path.name} is not a tiny autoencoder {kind} (no '0.weight'/'1.weight' key)")
     if kind == "encoder":
-        net = make_encoder(int(sd["14.weight"].shape[0]), _pooled_indices(sd))
+        net = make_encoder(int(sd[f"{ENCODER_LAST}.weight"].shape[0]), pooled_indices(sd))
     else:
-        net = make_decoder(int(sd["1.weight"].shape[1]), _pooled_indices(sd))
+        net = make_decoder(int(sd[f"{DECODER_FIRST}.weight"].shape[1]), pooled_indices(sd))
     try:
         net.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
     except RuntimeError as e:
@@ -112,16 +52,16 @@ class TinyAutoencoder(nn.Module):
         self.source = source
 
     def encode(self, rgb01: torch.Tensor) -> torch.Tensor:
-        """RGB [B, 3, H, W] in [0, 1] -> raw latent [B, C, H/8, W/8]."""
+        """RGB [B, 3, H, W] in [0, 1] -> raw latent as ComfyUI holds it ([B, C, H/8, W/8]; FLUX.2 packed)."""
         if self.encoder is None:
             raise CheckpointError(f"no tiny encoder loaded for {self.family.label}")
-        return self.family.to_raw(self.encoder(rgb01))
+        return self.family.pack(self.family.to_raw(self.encoder(rgb01)))
 
     def decode(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw latent -> RGB, unclamped (clamp to [0, 1] for display; keep gradients for losses)."""
         if self.decoder is None:
             raise CheckpointError(f"no tiny decoder loaded for {self.family.label}")
-        return self.decoder(self.family.to_scaled(raw))
+        return self.decoder(self.family.to_scaled(self.family.unpack(raw)))
 
 
 def default_search_dirs(extra: Iterable[str | os.PathLike] = ()) -> list[Path]:

@@ -5,6 +5,7 @@ Imported only from `comfy_entrypoint` (the V3 classes need comfy_api at class de
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
 
@@ -15,10 +16,28 @@ from ..lua_core import LatentInputError, LUAModel, check_latent, load_model, ups
 from ..lua_core.engine import min_tile, working_memory
 from ..lua_core.model import DTYPES
 from .latent_family import latent_features, looks_like
-from .model_folders import default_model, fitting_models, list_models, register_model_folders, resolve_model
+from .model_folders import (
+    create_user_folder,
+    default_model,
+    fitting_models,
+    list_models,
+    register_model_folders,
+    resolve_model,
+)
 
 log = logging.getLogger("lua_latent_upscaler")
 LUA_MODEL = io.Custom("LUA_MODEL")
+DTYPE_CHOICES = ["auto", *DTYPES]
+
+
+def newer_fields(target: object, **fields: object) -> dict:
+    """Of `fields` (schema fields newer cores added, e.g. Schema's search_aliases, an Input's advanced), the
+    ones `target` takes by name on the running core; 0.3.59 and 0.8.0 take neither and raise TypeError on them."""
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {k: v for k, v in fields.items() if k in params and params[k].kind is not inspect.Parameter.VAR_KEYWORD}
 
 
 @dataclass
@@ -54,6 +73,37 @@ def ensure_on_load_device(handle: LUAModelHandle) -> None:
         handle.model.to(want)
 
 
+class _NamedForTheConsole(torch.nn.Module):
+    """What ComfyUI's memory manager holds: the LUA network inside a class named as users know the model.
+
+    Core logs `Requested to load <class name>`; with this it reads 'LUA SDXL x2/x4 (v1)', not the network's class.
+    """
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, *args, **kwargs):
+        return self.net(*args, **kwargs)
+
+
+def for_memory_manager(model: LUAModel) -> torch.nn.Module:
+    """`model.net` wrapped in a module whose class name is the model's title (parameters shared, not copied)."""
+    return type(model.info.title(), (_NamedForTheConsole,), {"__module__": __name__})(model.net)
+
+
+def check_loader_inputs(model_name: str | None, dtype: str | None) -> None:
+    """The loader's inputs, checked the same way on every core (0.3.59 does not check V3 combo values itself);
+    None (a linked input, known only at run time) passes."""
+    if dtype is not None and dtype not in DTYPE_CHOICES:
+        raise ValueError(
+            f"dtype {dtype!r} is not one of {', '.join(DTYPE_CHOICES)}; pick one of those in Load LUA Model "
+            "(a workflow made with another version of the pack may carry other values)"
+        )
+    if model_name is not None:
+        resolve_model(model_name)  # FileNotFoundError saying where it was looked for, or why it is not listed
+
+
 class LUAModelLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -63,9 +113,10 @@ class LUAModelLoader(io.ComfyNode):
             display_name="Load LUA Model",
             category="loaders",
             description=(
-                "Loads a LUA latent upscaler (official LUA-FLUX .pth or a LUA .safetensors). "
-                "The file says which latent family it is for (SD1.x, SDXL, SD3, FLUX.1) and which scales it has."
+                "Loads a LUA latent upscaler (official LUA-FLUX .pth or a LUA .safetensors). The file says which "
+                "latent family it is for (SD1.x, SDXL, SD3, FLUX.1, FLUX.2) and which scales it has."
             ),
+            **newer_fields(io.Schema, search_aliases=["LUA", "latent upscale model", "latent upscaler"]),
             inputs=[
                 io.Combo.Input(
                     "model_name",
@@ -77,7 +128,7 @@ class LUAModelLoader(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "dtype",
-                    options=["auto", *DTYPES],
+                    options=DTYPE_CHOICES,
                     default="auto",
                     tooltip="Compute precision. auto: what ComfyUI picks for this device (bf16 on GPUs where core "
                     "uses it, fp32 on CPU or with --force-fp32). fp32 matches the official LUA code exactly; "
@@ -94,14 +145,25 @@ class LUAModelLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, model_name: str | None = None, dtype: str | None = None) -> bool | str:
+        """Called by core before a run: True, or the message shown for the node."""
+        try:
+            check_loader_inputs(model_name, dtype)
+        except (ValueError, FileNotFoundError) as e:
+            return str(e)
+        return True
+
+    @classmethod
     def execute(cls, model_name: str, dtype: str) -> io.NodeOutput:
         import comfy.model_management as mm
         from comfy.model_patcher import ModelPatcher
 
+        check_loader_inputs(model_name, dtype)
         device = mm.get_torch_device()
         compute = auto_dtype(device) if dtype == "auto" else DTYPES[dtype]
         model = load_model(resolve_model(model_name), device="cpu", dtype=compute)
-        patcher = ModelPatcher(model.net, load_device=device, offload_device=mm.unet_offload_device())
+        log.info("LUA: loaded %s: %s", model_name, model.info.title())
+        patcher = ModelPatcher(for_memory_manager(model), load_device=device, offload_device=mm.unet_offload_device())
         return io.NodeOutput(LUAModelHandle(model, patcher, model_name))
 
 
@@ -116,6 +178,7 @@ class LUALatentUpscale(io.ComfyNode):
                 "Upscales a latent x1-x4 with a learned LUA model in one pass: use it between KSampler and VAE "
                 "Decode instead of a pixel upscaler, or instead of Upscale Latent before a hires-fix KSampler."
             ),
+            **newer_fields(io.Schema, search_aliases=["LUA", "upscale latent", "latent upscale", "hires fix"]),
             inputs=[
                 LUA_MODEL.Input("lua_model", tooltip="From Load LUA Model; must match the latent's family."),
                 io.Latent.Input("samples", tooltip="Latent to upscale, straight from KSampler or VAE Encode."),
@@ -126,7 +189,7 @@ class LUALatentUpscale(io.ComfyNode):
                     max=4.0,
                     step=0.05,
                     tooltip="Upscale factor. 2 and 4 run the model's heads directly; other values use the "
-                    "next larger head and an antialiased downscale to the exact size.",
+                    "next larger head and an antialiased downscale to the exact size; 1.0 returns an exact copy.",
                 ),
                 io.Int.Input(
                     "tile_size",
@@ -134,10 +197,12 @@ class LUALatentUpscale(io.ComfyNode):
                     min=0,
                     max=4096,
                     step=8,
-                    tooltip="Tile side in latent pixels (1 latent pixel = 8 image pixels). 0 picks the largest "
-                    "tile that fits in free memory; on out-of-memory the tile is halved automatically. Other "
-                    "values are rounded down to whole attention windows and raised to at least 4 windows: "
-                    "32 for the bundled models (window 8), 64 for lua_flux (window 16).",
+                    tooltip="Tile side in latent pixels (one latent pixel is 8 image pixels, 16 for FLUX.2). 0 picks "
+                    "the largest tile that fits in free memory; on out-of-memory the tile is halved automatically. "
+                    "Other values are rounded to what the model allows (the log says so): v1 models round down to "
+                    "whole attention windows, at least 4 (32 for window 8, 64 for lua_flux); v2 models take at "
+                    "least 32.",
+                    **newer_fields(io.Int.Input, advanced=True),
                 ),
             ],
             outputs=[
@@ -160,10 +225,12 @@ class LUALatentUpscale(io.ComfyNode):
         warn_if_other_family(lua_model, latent)
         if tile_size and tile_size != effective_tile(lua_model.model, tile_size):
             log.info(
-                "LUA: tile_size %d rounded to %d (whole %d-pixel windows, at least 4)",
+                "LUA: tile_size %d rounded to %d (multiples of %d latent pixels, at least %d, for %s)",
                 tile_size,
                 effective_tile(lua_model.model, tile_size),
-                lua_model.model.config.window_size,
+                lua_model.model.net.tile_align,
+                min_tile(lua_model.model),
+                lua_model.model.info.title(),
             )
         # ask ComfyUI to make room for one working tile, not the whole latent: tiling adapts to what is free,
         # and asking for more would evict the diffusion model and VAE on every run
@@ -202,9 +269,10 @@ class LUALatentUpscale(io.ComfyNode):
 
 
 def effective_tile(model: LUAModel, tile_size: int) -> int:
-    """The tile side a requested `tile_size` becomes: whole windows, at least min_tile (as the engine does)."""
-    win = model.config.window_size
-    return max(min_tile(model), int(tile_size) // win * win)
+    """The tile side a requested `tile_size` becomes: a multiple of the network's alignment (v1: its attention
+    window), at least min_tile (as the engine does)."""
+    align = model.net.tile_align
+    return max(min_tile(model), int(tile_size) // align * align)
 
 
 def check_fits(handle: LUAModelHandle, latent: object) -> None:
@@ -212,9 +280,12 @@ def check_fits(handle: LUAModelHandle, latent: object) -> None:
     try:
         check_latent(handle.model, latent)
     except LatentInputError as err:
-        plain = isinstance(latent, torch.Tensor) and not latent.is_nested and latent.ndim in (4, 5)
+        family = handle.model.family
+        # a 5-D latent is refused as video before its channels count (unless the family takes video)
+        shapes = (4, 5) if family is not None and family.video else (4,)
+        plain = isinstance(latent, torch.Tensor) and not latent.is_nested and latent.ndim in shapes
         channels = latent.shape[1] if plain else None
-        if channels is None or channels == handle.model.config.in_chans:
+        if channels is None or channels == handle.model.channels:
             raise
         fits = fitting_models(channels)
         hint = (
@@ -248,4 +319,5 @@ class LUAExtension(ComfyExtension):
         # register models/lua at start-up (0.3.59 and 0.8.0 never call on_load), so the frontend's
         # missing-models dialog knows the folder before any node is shown
         register_model_folders()
+        create_user_folder()
         return [LUAModelLoader, LUALatentUpscale]

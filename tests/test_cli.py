@@ -294,3 +294,27 @@ def test_help_lists_subcommands():
     assert proc.returncode == 0
     for cmd in ("info", "convert", "upscale", "train", "eval", "demo"):
         assert cmd in proc.stdout
+
+
+def test_without_torch_the_command_says_what_to_install_instead_of_a_traceback():
+    # -S: a Python without site-packages, so torch, safetensors, numpy, pillow and tqdm cannot be imported
+    proc = subprocess.run(
+        [sys.executable, "-S", "-m", "lua_core", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+    expected = (
+        f"error: lua_core needs torch, safetensors, numpy, pillow, tqdm, which {sys.executable} cannot import; "
+        f"either run `python3 dev.py demo` in {ROOT} (it makes .venv with all of them; then use "
+        f"{ROOT / '.venv' / 'bin' / 'python'} -m lua_core), or install them into this Python: "
+        f"{sys.executable} -m pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu "
+        "(the small CPU-only build; for CUDA see README, Install), "
+        f"then {sys.executable} -m pip install safetensors numpy pillow tqdm"
+    )
+    assert proc.stderr.strip() == expected
+
+
+def test_importing_lua_core_needs_no_torch():
+    code = "import sys, lua_core; print(lua_core.__version__, 'torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["0.1.0", "False"], proc.stderr

@@ -13,6 +13,7 @@ import torch
 from conftest import ROOT, TRAIN_IMAGES, VAE_APPROX, make_model
 from PIL import Image
 
+from lua_core import demo
 from lua_core.cli import main
 from lua_core.data_split import is_validation
 from lua_core.demo import DEFAULT_MODEL, LABELS, original_image
@@ -47,7 +48,13 @@ def demo_run(tmp_path_factory) -> tuple[Path, str]:
     """One demo run (output folder, stdout) on the bundled photo shrunk to 128 px, to keep the tests quick."""
     out = tmp_path_factory.mktemp("demo") / "out"
     stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
+    calls = iter(range(1, 1000))
+
+    def numbered(fn, device, warm_up=True):  # every timed step reports its own number as its "time"
+        return fn(), float(next(calls))
+
+    with contextlib.redirect_stdout(stdout), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(demo, "timed", numbered)
         assert main(["demo", "--output", str(out), "--max-side", "128", "--vae-approx", str(BUNDLED_DIR)]) == 0
     return out, stdout.getvalue()
 
@@ -70,6 +77,18 @@ def test_demo_writes_real_pictures_with_every_baseline_and_its_psnr(demo_run):
     with Image.open(out / "side_by_side.png") as im:
         # rows x2 and x4; panels: input (nearest), LUA, pixel bicubic, latent bicubic, original
         assert im.size == (5 * 128, (64 + 22) + (128 + 22))
+
+
+def test_each_decode_is_timed_on_its_own_and_the_table_says_higher_is_better(demo_run):
+    out, text = demo_run
+    report = json.loads((out / "demo.json").read_text())
+    for scale in ("x2", "x4"):
+        ms = report["scales"][scale]["ms"]
+        # before: latent bicubic reported the LUA decode's time (its own decode was not timed)
+        assert ms["latent_bicubic"]["decode"] != ms["lua"]["decode"]
+        steps = [v for step in ms.values() for v in step.values()]
+        assert len(set(steps) - {ms["pixel_bicubic"]["decode"]}) == len(steps) - 1  # only the shared input decode repeats
+    assert text.count("PSNR (dB, higher is better)") == 2
 
 
 def test_demo_scores_match_the_evaluation_protocol(demo_run):

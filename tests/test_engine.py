@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import pytest
@@ -41,12 +42,68 @@ def test_fractional_scales_downscale_the_next_head(tiny_model, scale, head):
     assert torch.allclose(y, expected, atol=1e-5)
 
 
-def test_video_latents_fold_frames_into_batch(tiny_model):
+def video_model(model):
+    """`model` with its family marked as a video family (none is today; the engine keeps the frame path for one)."""
+    model.info.family = dataclasses.replace(model.info.family, video=True)
+    return model
+
+
+def test_a_video_family_folds_frames_into_batch(tiny_model):
+    model = video_model(tiny_model)
     x = torch.randn(2, 4, 3, 12, 10)
-    y = upscale_latent(tiny_model, x, 2)
+    y = upscale_latent(model, x, 2)
     assert y.shape == (2, 4, 3, 24, 20)
-    frame = upscale_latent(tiny_model, x[:, :, 1], 2)
+    frame = upscale_latent(model, x[:, :, 1], 2)
     assert torch.allclose(y[:, :, 1], frame, atol=1e-5)
+
+
+IMAGE_FAMILIES = "SD1.x/SD2.x, SDXL, SD3, FLUX.1, FLUX.2/FLUX.3"
+TODO = "use core's Upscale Latent instead, or decode it and upscale the frames with a pixel upscaler"
+
+
+@pytest.mark.parametrize(
+    "channels,frames,source",
+    [
+        (4, 3, "from a video VAE that LUA does not know"),
+        (
+            16,
+            3,
+            "likely from the Wan 2.1 VAE (Wan 2.1, Wan 2.2 S2V/Animate, Qwen-Image, Cosmos Predict2), "
+            "HunyuanVideo's (also Kandinsky 5) or Cosmos 1's",
+        ),
+        (48, 2, "likely from the Wan 2.2 VAE (Wan 2.2 TI2V 5B)"),
+        (128, 5, "likely from LTX-Video's VAE (LTXV, LTXAV)"),
+        (12, 2, "likely from Mochi's VAE"),
+    ],
+)
+def test_video_latents_are_refused_naming_the_likely_video_vae(channels, frames, source):
+    # before: a 16-channel HunyuanVideo latent went through a FLUX.1 model without a word, and a 128-channel
+    # LTX-Video latent was called FLUX.2
+    # the model whose channel count matches, where there is one: the latent would pass the channel check
+    model = make_model(channels=channels, family="flux1") if channels == 16 else make_model()
+    if channels == 128:
+        model = make_model(channels=128, family="flux2")
+    x = torch.randn(1, channels, frames, 8, 8)
+    with pytest.raises(LatentInputError) as err:
+        upscale_latent(model, x, 2)
+    assert str(err.value) == (
+        f"expected an image latent [B, C, h, w], got a 5-D video latent [1, {channels}, {frames}, 8, 8] "
+        f"({channels} channels, {frames} frames), {source}. LUA models are trained for image VAEs only "
+        f"({IMAGE_FAMILIES}), so this latent would come out wrong; {TODO}"
+    )
+
+
+def test_a_single_frame_5d_latent_is_refused_too():
+    # Qwen-Image / Wan hand over still images as [B, 16, 1, h, w]: the Wan VAE's space, not FLUX.1's or SD3's
+    model = make_model(channels=16, family="flux1")
+    with pytest.raises(LatentInputError) as err:
+        upscale_latent(model, torch.randn(1, 16, 1, 8, 8), 2)
+    msg = str(err.value)
+    assert msg.startswith("expected an image latent [B, C, h, w], got a 5-D video latent [1, 16, 1, 8, 8] (16 channels, 1 frame)")
+    assert msg.endswith(
+        "so this latent would come out wrong (a single frame, as Qwen-Image and Wan hand over still images, is still "
+        f"that VAE's latent space); {TODO}"
+    )
 
 
 def test_reflect_padding_matches_torch_where_defined():
@@ -227,9 +284,12 @@ def test_flux_model_given_sdxl_latent():
         upscale_latent(model, torch.randn(1, 4, 8, 8), 2)
 
 
-def test_flux2_latents_are_not_supported_yet():
+def test_flux2_latent_given_a_flux1_model_names_flux2_and_flux3():
     model = make_model(channels=16, family="flux1")
-    with pytest.raises(LatentInputError, match="FLUX.2 latents are not supported yet"):
+    with pytest.raises(
+        LatentInputError,
+        match=r"expects 16-channel FLUX.1 latents but got 128 channels \(FLUX.2/FLUX.3\); load a LUA model for FLUX.2/FLUX.3",
+    ):
         upscale_latent(model, torch.randn(1, 128, 8, 8), 2)
 
 

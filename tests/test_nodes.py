@@ -27,7 +27,8 @@ Loader, Upscale = asyncio.run(EXTENSION.get_node_list())
 nodes_mod = sys.modules["lua_pack.nodes.lua_nodes"]
 folders = sys.modules["lua_pack.nodes.model_folders"]
 from lua_pack.lua_core import CheckpointError, LatentInputError, UpscaleOutOfMemoryError  # noqa: E402
-from lua_pack.lua_core.model import LUAModel  # noqa: E402
+from lua_pack.lua_core.families import get_family  # noqa: E402
+from lua_pack.lua_core.model import LUAModel, new_v2_model  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -103,20 +104,171 @@ def test_registration_creates_the_folder_key(lua_dir):
     assert folder_paths.folder_names_and_paths["lua"][0][:2] == [str(lua_dir), folders.PACK_MODELS]
 
 
-def test_listing_covers_lua_core_folder_and_bundled_models(lua_dir, tmp_path):
+def test_listing_covers_lua_folder_and_bundled_models(lua_dir):
+    # our own folder lists every model file: a non-LUA one there gets a clear error when loaded
     for name in ("a.safetensors", "b.pth", "c.sft", "notes.txt", "sub/d.safetensors"):
         (lua_dir / name).parent.mkdir(parents=True, exist_ok=True)
         (lua_dir / name).write_bytes(b"x")
-    core = tmp_path / "ComfyUI" / "models" / "latent_upscale_models"
-    core.mkdir()
-    (core / "e.safetensors").write_bytes(b"x")
-    folder_paths.folder_names_and_paths["latent_upscale_models"] = ([str(core)], folder_paths.supported_pt_extensions)
     listed = inputs_of(Loader)["model_name"][1]["options"]
-    for name in ("a.safetensors", "b.pth", "c.sft", os.path.join("sub", "d.safetensors"), "e.safetensors"):
+    for name in ("a.safetensors", "b.pth", "c.sft", os.path.join("sub", "d.safetensors")):
         assert name in listed
     assert "notes.txt" not in listed
     bundled = [f for f in os.listdir(folders.PACK_MODELS) if f.endswith(".safetensors")]
     assert set(bundled) <= set(listed)
+
+
+@pytest.fixture
+def core_dir(lua_dir, tmp_path):
+    """Core's shared latent_upscale_models folder (ComfyUI >= 0.3.71), registered as core does."""
+    core = tmp_path / "ComfyUI" / "models" / "latent_upscale_models"
+    core.mkdir()
+    folder_paths.folder_names_and_paths["latent_upscale_models"] = ([str(core)], folder_paths.supported_pt_extensions)
+    return core
+
+
+def fill_shared_folder(core):
+    """LUA files in every container, beside the other kinds core's folder holds."""
+    save_tiny(core / "lua-ours.safetensors")  # our metadata
+    save_tiny(core / "lua_flux.pth", channels=16, family=None, container="pth")  # official layout, no metadata
+    save_file(make_model().net.state_dict(), str(core / "lua-no-meta.safetensors"))  # LUA tensor names only
+    v2 = new_v2_model(get_family("sdxl"), width=8, blocks=1)
+    save_file({k: v.contiguous() for k, v in v2.net.state_dict().items()}, str(core / "lua-v2-no-meta.sft"))
+    # not LUA: core's own kind of latent upscaler, a pixel upscaler, a tiny autoencoder, a legacy pickle, junk
+    core_kind = {"in_conv.conv.weight": torch.zeros(8, 32, 3, 3), "blocks.0.block.0.conv.weight": torch.zeros(8, 8, 3, 3)}
+    save_file(core_kind, str(core / "hunyuanvideo15_latent_upsampler.safetensors"))
+    save_file({"conv_first.weight": torch.zeros(64, 3, 3, 3), "RRDB_trunk.0.RDB1.conv1.weight": torch.zeros(1)},
+              str(core / "4x_esrgan.safetensors"))
+    torch.save({"1.weight": torch.zeros(1)}, core / "taesdxl_decoder.pth")
+    with open(core / "legacy.pth", "wb") as f:
+        torch.save({"params": {"x.weight": torch.zeros(1)}}, f, _use_new_zipfile_serialization=False)
+    (core / "broken.safetensors").write_bytes(b"\x00" * 7)
+
+
+LUA_IN_SHARED = ["lua-no-meta.safetensors", "lua-ours.safetensors", "lua-v2-no-meta.sft", "lua_flux.pth"]
+
+
+def test_shared_folder_lists_only_files_whose_header_says_lua(core_dir):
+    fill_shared_folder(core_dir)
+    listed = inputs_of(Loader)["model_name"][1]["options"]
+    assert [n for n in listed if (core_dir / n).exists()] == LUA_IN_SHARED
+    assert load("lua_flux.pth").model.channels == 16
+
+
+def test_shared_folder_legacy_pickle_is_read_by_key_names(core_dir):
+    with open(core_dir / "old_lua.pth", "wb") as f:
+        torch.save({"params_ema": make_model().net.state_dict()}, f, _use_new_zipfile_serialization=False)
+    assert "old_lua.pth" in inputs_of(Loader)["model_name"][1]["options"]
+
+
+def test_header_check_is_cached_by_size_and_mtime(core_dir, monkeypatch):
+    fill_shared_folder(core_dir)
+    reads = []
+    real = folders._read_lua_evidence
+    monkeypatch.setattr(folders, "_read_lua_evidence", lambda p: reads.append(p) or real(p))
+    folders._lua_file_cache.clear()
+    first = folders.list_models()
+    assert len(reads) == 9  # every model file in the shared folder, once
+    assert folders.list_models() == first and len(reads) == 9
+    path = core_dir / "lua-ours.safetensors"
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # touched: read again
+    folders.list_models()
+    assert reads[9:] == [str(path)]
+
+
+def test_our_files_stay_listed_when_another_pack_narrows_the_folders_to_safetensors(core_dir, lua_dir):
+    # a pack does this at import: both entries lose .pth (and .sft)
+    fill_shared_folder(core_dir)
+    save_tiny(lua_dir / "mine.pth", container="pth")
+    for key in ("lua", "latent_upscale_models"):
+        paths, _ = folder_paths.folder_names_and_paths.get(key, ([str(lua_dir)], set()))
+        folder_paths.folder_names_and_paths[key] = (paths, {".safetensors"})
+    listed = inputs_of(Loader)["model_name"][1]["options"]
+    assert "mine.pth" in listed and set(LUA_IN_SHARED) <= set(listed)
+    assert load("lua_flux.pth").model.channels == 16 and load("mine.pth").model.channels == 4
+
+
+def test_a_non_lua_file_in_the_shared_folder_is_refused_by_name(core_dir):
+    fill_shared_folder(core_dir)
+    expected = (
+        f"'4x_esrgan.safetensors' in {core_dir} is not a LUA model (its header names no LUA tensors); core's "
+        "latent_upscale_models folder also holds other latent upscalers, which core's Load Latent Upscale Model "
+        "loads. Choose a LUA model in Load LUA Model"
+    )
+    assert Loader.validate_inputs(model_name="4x_esrgan.safetensors", dtype="auto") == expected
+    with pytest.raises(FileNotFoundError) as err:
+        load("4x_esrgan.safetensors")
+    assert str(err.value) == expected
+
+
+# --------------------------------------------------------------------------- input checks on every core
+
+
+def test_loader_inputs_are_checked_by_the_node(lua_dir):
+    # ComfyUI 0.3.59 does not check V3 combo values: 'fp64' ended in KeyError: 'fp64' inside execute
+    save_tiny(lua_dir / "m.safetensors")
+    dtype_msg = (
+        "dtype 'fp64' is not one of auto, fp32, bf16, fp16; pick one of those in Load LUA Model (a workflow made "
+        "with another version of the pack may carry other values)"
+    )
+    assert Loader.validate_inputs(model_name="m.safetensors", dtype="fp64") == dtype_msg
+    with pytest.raises(ValueError) as err:
+        load("m.safetensors", "fp64")
+    assert str(err.value) == dtype_msg
+    missing = Loader.validate_inputs(model_name="gone.safetensors", dtype="auto")
+    assert missing.startswith("LUA model 'gone.safetensors' not found in ") and str(lua_dir) in missing
+    assert missing.endswith("put LUA .safetensors/.pth files in models/lua and refresh (R) the browser")
+    assert Loader.validate_inputs(model_name="m.safetensors", dtype="auto") is True
+    assert Loader.validate_inputs(model_name=None, dtype=None) is True  # linked inputs: known only at run time
+
+
+# --------------------------------------------------------------------------- start-up
+
+
+def test_bundled_taesdxl_is_visible_to_cores_vae_loader(lua_dir, tmp_path):
+    # a fresh ComfyUI has an empty models/vae_approx: the demo workflow's 'taesdxl' must still be offered
+    asyncio.run(EXTENSION.get_node_list())
+    approx = folder_paths.get_filename_list("vae_approx")
+    # core's VAELoader.vae_list offers 'taesdxl' when names start with taesdxl_encoder. and taesdxl_decoder.
+    assert any(n.startswith("taesdxl_encoder.") for n in approx) and any(n.startswith("taesdxl_decoder.") for n in approx)
+    assert folder_paths.get_full_path("vae_approx", "taesdxl_decoder.safetensors") == os.path.join(
+        folders.PACK_ASSETS, "taesdxl_decoder.safetensors"
+    )
+    # a user's own copy comes first; registering again changes nothing
+    own = tmp_path / "ComfyUI" / "models" / "vae_approx"
+    own.mkdir(parents=True)
+    (own / "taesdxl_decoder.safetensors").write_bytes((ROOT / "lua_core" / "assets" / "taesdxl_decoder.safetensors").read_bytes())
+    asyncio.run(EXTENSION.get_node_list())
+    assert folder_paths.get_folder_paths("vae_approx") == [str(own), folders.PACK_ASSETS]
+    assert folder_paths.get_full_path("vae_approx", "taesdxl_decoder.safetensors") == str(own / "taesdxl_decoder.safetensors")
+
+
+def test_start_up_creates_models_lua(tmp_path):
+    folder_paths.reset(str(tmp_path / "Fresh"))
+    asyncio.run(EXTENSION.get_node_list())
+    assert (tmp_path / "Fresh" / "models" / "lua").is_dir()
+
+
+def test_schema_uses_newer_fields_only_where_the_core_has_them(monkeypatch):
+    # 0.3.59 and 0.8.0 (and this stand-in) have neither field: the schema builds without them (TypeError before)
+    loader, up = Loader.define_schema(), Upscale.define_schema()
+    assert not hasattr(loader, "search_aliases") and not hasattr(up, "search_aliases")
+    from comfy_api.latest import io
+
+    class NewerSchema(io.Schema):
+        def __init__(self, *args, search_aliases=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.search_aliases = search_aliases
+
+    class NewerInt(io.Int.Input):
+        def __init__(self, *args, advanced=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.advanced = advanced
+
+    monkeypatch.setattr(io, "Schema", NewerSchema)
+    monkeypatch.setattr(io.Int, "Input", NewerInt)
+    loader, up = Loader.define_schema(), Upscale.define_schema()
+    assert "LUA" in loader.search_aliases and "upscale latent" in up.search_aliases
+    assert {i.id: getattr(i, "advanced", None) for i in up.inputs}["tile_size"] is True
 
 
 # --------------------------------------------------------------------------- loading
@@ -128,10 +280,10 @@ def test_listing_covers_lua_core_folder_and_bundled_models(lua_dir, tmp_path):
 def test_loads_each_format(lua_dir, name, container):
     save_tiny(lua_dir / name, channels=16, family="flux1", container=container)
     handle = load(name)
-    assert handle.model.config.in_chans == 16
+    assert handle.model.channels == 16
     # a .pth has no metadata: only the official LUA-FLUX network is taken as FLUX.1 without it
     assert (handle.model.family.name if handle.model.family else None) == (None if container == "pth" else "flux1")
-    assert handle.patcher.model is handle.model.net
+    assert handle.patcher.model.net is handle.model.net
     assert handle.patcher.load_device == mm.get_torch_device()
 
 
@@ -175,7 +327,8 @@ def test_upscale_inputs_match_the_spec():
     assert list(req) == ["lua_model", "samples", "scale_by", "tile_size"]
     assert {"default": 2.0, "min": 1.0, "max": 4.0, "step": 0.05}.items() <= req["scale_by"][1].items()
     assert req["tile_size"][1]["default"] == 0 and req["tile_size"][1]["min"] == 0
-    assert "rounded down to whole attention windows" in req["tile_size"][1]["tooltip"]
+    assert "v1 models round down to whole attention windows" in req["tile_size"][1]["tooltip"]
+    assert "1.0 returns an exact copy" in req["scale_by"][1]["tooltip"]
 
 
 @pytest.mark.parametrize(
@@ -220,9 +373,32 @@ def test_model_goes_through_the_memory_manager(sdxl_handle):
     assert call["memory_required"] > 0
 
 
-def test_video_latents(sdxl_handle):
-    out = upscale(sdxl_handle, {"samples": torch.randn(1, 4, 3, 8, 10)}, 1.5, 0)
-    assert out["samples"].shape == (1, 4, 3, 12, 15)
+def test_scale_one_returns_an_exact_copy(sdxl_handle):
+    x = torch.randn(1, 4, 8, 8)
+    out = upscale(sdxl_handle, {"samples": x}, 1.0)["samples"]
+    assert torch.equal(out, x) and out is not x
+
+
+def test_console_names_the_model_as_users_know_it(lua_dir, caplog):
+    save_tiny(lua_dir / "m.safetensors")
+    with caplog.at_level(logging.INFO, logger="lua_latent_upscaler"):
+        handle = load("m.safetensors")
+    assert "LUA: loaded m.safetensors: LUA SDXL x2/x4 (v1)" in caplog.text
+    # core logs `Requested to load <class name of patcher.model>`: before, 'SwinIRMultiHead'
+    assert type(handle.patcher.model).__name__ == "LUA SDXL x2/x4 (v1)"
+    assert sum(p.numel() for p in handle.patcher.model.parameters()) == sum(p.numel() for p in handle.model.net.parameters())
+
+
+@pytest.mark.parametrize("channels", [4, 16, 128])
+def test_video_latents_are_refused_without_naming_image_models(sdxl_handle, lua_dir, channels):
+    # before: upscaled frame by frame by whatever image model had the same channel count
+    save_tiny(lua_dir / "flux.safetensors", channels=16, family="flux1")
+    with pytest.raises(LatentInputError) as err:
+        upscale(sdxl_handle, {"samples": torch.randn(1, channels, 3, 8, 10)}, 1.5, 0)
+    msg = str(err.value)
+    assert msg.startswith(f"expected an image latent [B, C, h, w], got a 5-D video latent [1, {channels}, 3, 8, 10]")
+    assert "installed LUA models" not in msg and "flux.safetensors" not in msg
+    assert mm.load_calls == []
 
 
 def test_progress_updates_per_tile(sdxl_handle):
@@ -302,7 +478,7 @@ def test_untiled_run_stops_after_the_block_where_cancel_came(sdxl_handle):
 def test_small_tile_size_is_rounded_and_said(sdxl_handle, caplog):
     with caplog.at_level(logging.INFO, logger="lua_latent_upscaler"):
         upscale(sdxl_handle, {"samples": torch.randn(1, 4, 40, 40)}, tile=8)
-    assert "tile_size 8 rounded to 32 (whole 8-pixel windows, at least 4)" in caplog.text
+    assert "tile_size 8 rounded to 32 (multiples of 8 latent pixels, at least 32, for LUA SDXL x2/x4 (v1))" in caplog.text
 
 
 def test_non_lua_file_message(lua_dir):

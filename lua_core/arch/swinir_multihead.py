@@ -384,6 +384,9 @@ class PixelShuffleHead(nn.Module):
 class SwinIRMultiHead(nn.Module):
     """The LUA network. `forward(x, scale)` expects H, W already padded to the window size."""
 
+    ARCH = "swinir_multihead"
+    FORMAT_VERSION = 1
+
     def __init__(self, cfg: LUAConfig) -> None:
         super().__init__()
         self.config = cfg
@@ -412,6 +415,44 @@ class SwinIRMultiHead(nn.Module):
         # .to()/.cuda()/.half() must not leave cached index tensors and masks behind on the old device
         self._size_cache.clear()
         return super()._apply(fn, *args, **kwargs)
+
+    # what the engine asks every LUA network (tiling, memory, progress)
+    @property
+    def channels(self) -> int:
+        """Latent channels in and out."""
+        return self.config.in_chans
+
+    @property
+    def tile_align(self) -> int:
+        """Tiles start on multiples of the window, so they cut the same windows as an untiled run."""
+        return self.config.window_size
+
+    @property
+    def min_tile(self) -> int:
+        """Four windows: the two-window overlap still leaves clean context."""
+        return 4 * self.config.window_size
+
+    @property
+    def context(self) -> int:
+        """Default tile overlap: two windows (one discarded as context, one blended)."""
+        return 2 * self.config.window_size
+
+    def progress_modules(self) -> list[nn.Module]:
+        """Modules whose every forward call is one unit of progress (and a chance to cancel)."""
+        return [block for layer in self.layers for block in layer.residual_group.blocks]
+
+    def activation_bytes(self, scale: int, elem: int) -> int:
+        """Rough peak bytes per input latent pixel of one image (measured peaks stay below it)."""
+        cfg = self.config
+        trunk = cfg.embed_dim * (10 + 2 * cfg.mlp_ratio) * elem
+        head = cfg.head_num_feat * (2 + 3 * scale * scale) * elem
+        return int((trunk + head) * 1.5)
+
+    def cache_bytes(self, elem: int) -> int:
+        """Attention masks every block caches (position bias, plus four shift patterns in odd blocks)."""
+        cfg = self.config
+        n = cfg.window_size**2
+        return sum((4 if j % 2 else 1) * h * n * n * elem for d, h in zip(cfg.depths, cfg.num_heads) for j in range(d))
 
     def size_context(self, height: int, width: int, device: torch.device) -> SizeContext:
         """Token orders and shift mask for a padded size, computed once per (size, device) and cached."""

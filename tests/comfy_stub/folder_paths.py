@@ -41,15 +41,17 @@ def get_folder_paths(folder_name: str) -> list[str]:
     return folder_names_and_paths[folder_name][0][:]
 
 
-def _walk(directory: str) -> list[str]:
-    out = []
+def recursive_search(directory: str, excluded_dir_names: list[str] | None = None) -> tuple[list[str], dict[str, float]]:
+    """Files under `directory` (relative paths, links followed) and each folder's mtime, as core returns them."""
     if not os.path.isdir(directory):
-        return out
-    for root, dirs, files in os.walk(directory, followlinks=True):
-        dirs[:] = [d for d in dirs if d != ".git"]
-        for f in files:
-            out.append(os.path.relpath(os.path.join(root, f), directory))
-    return out
+        return [], {}
+    excluded = excluded_dir_names or []
+    result, dirs = [], {directory: os.path.getmtime(directory)}
+    for root, subdirs, files in os.walk(directory, followlinks=True, topdown=True):
+        subdirs[:] = [d for d in subdirs if d not in excluded]
+        result.extend(os.path.relpath(os.path.join(root, f), directory) for f in files)
+        dirs.update({os.path.join(root, d): os.path.getmtime(os.path.join(root, d)) for d in subdirs})
+    return result, dirs
 
 
 def filter_files_extensions(files, extensions) -> list[str]:
@@ -60,7 +62,7 @@ def get_filename_list(folder_name: str) -> list[str]:
     paths, exts = folder_names_and_paths[folder_name]
     found: set[str] = set()
     for p in paths:
-        found.update(filter_files_extensions(_walk(p), exts))
+        found.update(filter_files_extensions(recursive_search(p, excluded_dir_names=[".git"])[0], exts))
     return sorted(found)
 
 

@@ -1,0 +1,207 @@
+"""LUA v2: a frozen re-encode prior plus a learned residual.
+
+    out = E(bicubic(D(z), s)) + f(z, prior, D(z))
+
+D and E are the family's tiny autoencoder (TAESD family), frozen and stored in the same file. The prior
+is exactly the "decode -> bicubic -> encode" route; `f` is a small conv network that runs at the
+*input* latent resolution (the prior and the decoded pixels enter it by space-to-depth) and writes its
+residual through a pixel-shuffle head per scale whose last conv starts at zero, so an untrained model
+returns the prior tensor itself and training can only add to it.
+
+Everything inside works on the family's scaled, unpacked latent (what the tiny autoencoder reads);
+`forward` takes and returns the raw latent as ComfyUI holds it (FLUX.2: 128 packed channels).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .taesd import make_decoder, make_encoder
+
+INPUT_VARIANTS = ("latent+prior", "latent+prior+pixels")
+PIXEL_FACTOR = 8  # the tiny autoencoders' spatial factor (image pixels per unpacked latent pixel)
+
+
+@dataclass(frozen=True)
+class ReencodeResidualConfig:
+    """Every hyperparameter that changes the weights' shapes or the forward pass of a v2 model."""
+
+    channels: int = 4  # the LATENT as ComfyUI holds it (FLUX.2: 128)
+    patch: int = 1  # FLUX.2: the LATENT is the VAE latent packed 2x2 into channels
+    scale_factor: float = 0.13025  # raw -> scaled: (x - shift) * scale, the family's sampler convention
+    shift_factor: float = 0.0
+    scales: tuple[int, ...] = (2, 4)
+    width: int = 64
+    blocks: int = 8
+    inputs: str = "latent+prior+pixels"
+    resize: str = "bicubic"  # how the prior resizes the decoded pixels (the only rule so far)
+    pooled_encoder: tuple[int, ...] = ()  # taef2: encoder/decoder blocks with the extra pooled branch
+    pooled_decoder: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("scales", "pooled_encoder", "pooled_decoder"):
+            object.__setattr__(self, name, tuple(sorted(int(v) for v in getattr(self, name))))
+        problems = []
+        if self.channels % (self.patch * self.patch):
+            problems.append(f"channels {self.channels} not divisible by patch^2 = {self.patch**2}")
+        if not self.scales or any(s not in (2, 3, 4, 8) for s in self.scales):
+            problems.append(f"scales {self.scales} must be a non-empty subset of 2, 3, 4, 8")
+        if self.inputs not in INPUT_VARIANTS:
+            problems.append(f"inputs {self.inputs!r} must be one of {INPUT_VARIANTS}")
+        if self.resize != "bicubic":
+            problems.append(f"resize {self.resize!r}: only 'bicubic' is defined")
+        if self.width < 8 or self.blocks < 1:
+            problems.append(f"width {self.width} / blocks {self.blocks} too small")
+        if problems:
+            raise ValueError("invalid LUA v2 config: " + "; ".join(problems))
+
+    @property
+    def vae_channels(self) -> int:
+        """Channels of the unpacked latent the tiny autoencoder works on."""
+        return self.channels // (self.patch * self.patch)
+
+    def to_json(self) -> str:
+        """JSON text of this config (as stored in checkpoint metadata)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ReencodeResidualConfig:
+        """Build a config from a dict, refusing unknown keys."""
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown LUA v2 config keys {unknown}; known keys are {sorted(cls.__dataclass_fields__)}")
+        return cls(**data)
+
+
+class ResBlock(nn.Module):
+    """conv-ReLU-conv with an identity skip (EDSR style, no normalisation)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(width, width, 3, 1, 1)
+        self.conv2 = nn.Conv2d(width, width, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
+class ReencodePrior(nn.Module):
+    """decode -> bicubic -> encode with the family's tiny autoencoder, on the scaled unpacked latent."""
+
+    def __init__(self, cfg: ReencodeResidualConfig) -> None:
+        super().__init__()
+        self.decoder = make_decoder(cfg.vae_channels, cfg.pooled_decoder)
+        self.encoder = make_encoder(cfg.vae_channels, cfg.pooled_encoder)
+        self.requires_grad_(False)
+
+    def decode(self, zs: torch.Tensor) -> torch.Tensor:
+        """Scaled latent -> RGB clamped to [0, 1] (the pixel route's first step)."""
+        return self.decoder(zs).clamp(0, 1)
+
+    def forward(self, pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Decoded pixels [B, 3, 8h, 8w] -> scaled latent of their bicubic resize to `size` (pixels)."""
+        up = F.interpolate(pixels, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        return self.encoder(up)
+
+
+class ReencodeResidual(nn.Module):
+    """The v2 LUA network: frozen re-encode prior + learned residual, one head per scale."""
+
+    ARCH = "reencode_residual"
+    FORMAT_VERSION = 2
+
+    def __init__(self, cfg: ReencodeResidualConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        c, w = cfg.vae_channels, cfg.width
+        self.prior = ReencodePrior(cfg)
+        self.stems = nn.ModuleDict({f"x{s}": nn.Conv2d(self.input_channels(s), w, 3, 1, 1) for s in cfg.scales})
+        self.trunk = nn.Sequential(*[ResBlock(w) for _ in range(cfg.blocks)])
+        self.heads = nn.ModuleDict({f"x{s}": nn.Conv2d(w, c * s * s, 3, 1, 1) for s in cfg.scales})
+        for head in self.heads.values():  # zero residual at the start: the untrained model *is* the prior
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    # what the engine asks every LUA network (tiling, memory, progress)
+    @property
+    def channels(self) -> int:
+        """Latent channels in and out (as ComfyUI holds the LATENT)."""
+        return self.config.channels
+
+    tile_align = 1  # convolutions only: a tile may start anywhere
+    min_tile = 48  # twice the context, so the default overlap always fits
+    # input latent pixels of overlap: the prior's tile edge reaches ~10 px in; with 16 a seam of 2/255 stayed
+    # on a photo, with 24 (8 px dropped, 16 px blended) under 0.3/255 (tests/test_v2.py)
+    context = 24
+
+    def progress_modules(self) -> list[nn.Module]:
+        """Modules whose every forward call is one unit of progress (and a chance to cancel)."""
+        return [*self.prior.decoder[3:], *self.prior.encoder, *self.trunk]
+
+    def activation_bytes(self, scale: int, elem: int) -> int:
+        """Rough peak bytes per input latent pixel of one image: the prior's pixel-resolution activations dominate."""
+        pixels_in = (PIXEL_FACTOR * self.config.patch) ** 2  # image pixels per input latent pixel
+        decoder = pixels_in * 64 * 4  # a few 64-channel maps alive at once at full resolution
+        encoder = pixels_in * scale * scale * 64 * 3
+        residual = self.config.width * 6 + self.config.vae_channels * scale * scale * 4
+        return int((decoder + encoder + residual) * elem * 1.25)
+
+    def cache_bytes(self, elem: int) -> int:
+        """Nothing is cached between calls."""
+        return 0
+
+    def input_channels(self, scale: int) -> int:
+        """Channels `f` sees at the input resolution: latent, space-to-depth prior, (space-to-depth pixels)."""
+        c = self.config.vae_channels
+        pixels = 3 * PIXEL_FACTOR * PIXEL_FACTOR if self.config.inputs == "latent+prior+pixels" else 0
+        return c + c * scale * scale + pixels
+
+    def to_scaled(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw ComfyUI latent -> the tiny autoencoder's scaled, unpacked latent."""
+        cfg = self.config
+        x = (raw - cfg.shift_factor) * cfg.scale_factor
+        return x if cfg.patch == 1 else F.pixel_shuffle(x, cfg.patch)
+
+    def to_raw(self, scaled: torch.Tensor) -> torch.Tensor:
+        """Scaled, unpacked latent -> raw ComfyUI latent (the inverse of `to_scaled`)."""
+        cfg = self.config
+        x = scaled if cfg.patch == 1 else F.pixel_unshuffle(scaled, cfg.patch)
+        return x / cfg.scale_factor + cfg.shift_factor
+
+    def residual(self, zs: torch.Tensor, prior: torch.Tensor, pixels: torch.Tensor, scale: int) -> torch.Tensor:
+        """f(z, prior, D(z)) on scaled latents: [B, c, h, w] -> residual [B, c, h*scale, w*scale]."""
+        feats = [zs, F.pixel_unshuffle(prior, scale)]
+        if self.config.inputs == "latent+prior+pixels":
+            feats.append(F.pixel_unshuffle(pixels, PIXEL_FACTOR) * 2 - 1)
+        x = self.stems[f"x{scale}"](torch.cat(feats, 1))
+        x = x + self.trunk(x)
+        return F.pixel_shuffle(self.heads[f"x{scale}"](x), scale)
+
+    def upscale_scaled(self, zs: torch.Tensor, scale: int, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Scaled unpacked latent [B, c, h, w] -> upscaled scaled latent (head `scale`; prior at `size` if given).
+
+        `size` (latent pixels, at most h*scale x w*scale) lets a non-integer factor compute the prior directly at
+        the target size; the residual, made at h*scale, is then resized to it.
+        """
+        pixels = self.prior.decode(zs)
+        h, w = zs.shape[-2:]
+        out_size = size or (h * scale, w * scale)
+        prior = self.prior(pixels, (out_size[0] * PIXEL_FACTOR, out_size[1] * PIXEL_FACTOR))
+        full = prior if size is None else self.prior(pixels, (h * scale * PIXEL_FACTOR, w * scale * PIXEL_FACTOR))
+        res = self.residual(zs, full, pixels, scale)
+        if size is not None and tuple(size) != (h * scale, w * scale):
+            res = F.interpolate(res, size=size, mode="bicubic", antialias=True, align_corners=False)
+        return prior + res
+
+    def forward(self, raw: torch.Tensor, scale: int, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Raw latent -> raw latent upscaled by head `scale` (or to `size` latent pixels, computed by that head)."""
+        if f"x{scale}" not in self.heads:
+            raise KeyError(f"no x{scale} head; this model has {', '.join(self.heads)}")
+        if size is not None and self.config.patch > 1:
+            size = (size[0] * self.config.patch, size[1] * self.config.patch)
+        return self.to_raw(self.upscale_scaled(self.to_scaled(raw), scale, size))

@@ -1,0 +1,31 @@
+"""Device names given on the command line (--device), checked against this machine."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import LUAError
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """Parse a --device value and check this machine has it (cpu when None)."""
+    if name is None:
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise LUAError(f"--device {name!r} is not a device name; expected cpu, cuda, cuda:N or mps") from e
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LUAError(
+                f"--device {name}: this PyTorch ({torch.__version__}) sees no CUDA GPU; use --device cpu, "
+                "or install a CUDA build of torch (README, Install)"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise LUAError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here (cuda:0 ...)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise LUAError(f"--device {name}: this machine has no Apple MPS device; use --device cpu")
+    elif device.type != "cpu":
+        raise LUAError(f"--device {name}: expected cpu, cuda, cuda:N or mps")
+    return device

@@ -1,0 +1,150 @@
+"""Training tiles for v2 models: everything frozen is computed once per tile, not once per step.
+
+A tile is an HR crop (flipped/rotated before anything is encoded). For each scale s it stores the
+tiny-encoder latent of the antialiased-bicubic downsample (the paper's protocol), its decoded pixels
+and the re-encode prior E(bicubic(D(z), s)) exactly as `ReencodeResidual` computes it at inference,
+`TileCrops` cuts aligned random crops from them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import Dataset
+
+from ..arch.reencode_residual import PIXEL_FACTOR, ReencodeResidual
+from ..data_split import scan_images, split_images
+from ..imaging import bicubic_resize, load_rgb, to_tensor
+from .data import synthetic_smooth_tile
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """What goes into the tile cache (its key is built from these and the images' bytes)."""
+
+    folders: tuple[str, ...]
+    val_fraction: float
+    tile: int
+    images_per_folder: int  # 0 = all; else a seeded random sample (encoding is the expensive part on a CPU)
+    synthetic_tiles: int
+    seed: int
+
+
+def list_training_images(spec: TileSpec) -> list[Path]:
+    """Training images of every folder, each folder's held-out split removed (the rule bench/quality.py uses)."""
+    images: list[Path] = []
+    rng = np.random.default_rng(spec.seed)
+    for folder in spec.folders:
+        root = Path(folder)
+        train, _ = split_images(scan_images(root, spec.tile).usable, root, spec.val_fraction)
+        if spec.images_per_folder and len(train) > spec.images_per_folder:
+            train = [train[i] for i in sorted(rng.choice(len(train), spec.images_per_folder, replace=False))]
+        images += train
+    return images
+
+
+def cache_key(spec: TileSpec, images: list[Path], net: ReencodeResidual) -> str:
+    """Content key: tile settings, image bytes and the prior's weights (never mtimes)."""
+    h = hashlib.sha256(json.dumps([CACHE_VERSION, spec.__dict__, net.config.to_json()], sort_keys=True).encode())
+    for p in images:
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    for k, v in net.prior.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def tile_of(path: Path, spec: TileSpec, rng: np.random.Generator) -> torch.Tensor:
+    """One random tile [1, 3, S, S] of an image: random content scale for large images, random flip/rotation."""
+    img = to_tensor(load_rgb(path))
+    h, w = img.shape[-2:]
+    short = min(h, w)
+    if short > 2 * spec.tile:  # large photos: a random content scale between "tile = short side / 2" and 1
+        f = float(rng.uniform(2 * spec.tile / short, 1.0))
+        img = bicubic_resize(img, (round(h * f), round(w * f))).clamp(0, 1)
+        h, w = img.shape[-2:]
+    y, x = int(rng.integers(0, h - spec.tile + 1)), int(rng.integers(0, w - spec.tile + 1))
+    t = torch.rot90(img[..., y : y + spec.tile, x : x + spec.tile], int(rng.integers(0, 4)), (-2, -1))
+    return t.flip(-1) if rng.random() < 0.5 else t
+
+
+@torch.no_grad()
+def encode_tile(net: ReencodeResidual, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One HR tile [1, 3, S, S] -> the cached tensors (scaled, unpacked latents; pixels as uint8)."""
+    s = hr.shape[-1]
+    out = {"hr": (hr[0] * 255 + 0.5).to(torch.uint8)}
+    for scale in net.config.scales:
+        lr = bicubic_resize(hr, (s // scale, s // scale)).clamp(0, 1)
+        zs = net.prior.encoder(lr)
+        pixels = net.prior.decode(zs)
+        out[f"z{scale}"] = zs[0]
+        out[f"pix{scale}"] = pixels[0]
+        out[f"prior{scale}"] = net.prior(pixels, (s, s))[0]
+    return out
+
+
+def build_tiles(spec: TileSpec, net: ReencodeResidual, cache_dir: Path, say=print) -> dict[str, torch.Tensor]:
+    """Encode every tile once (or read the cache written by an earlier run with the same key)."""
+    images = list_training_images(spec)
+    key = cache_key(spec, images, net)
+    path = cache_dir / f"tiles-{key}.safetensors"
+    if path.is_file():
+        say(f"tile cache: {path} ({len(images)} images)")
+        return load_file(str(path))
+    rng = np.random.default_rng(spec.seed)
+    rows: dict[str, list[torch.Tensor]] = {}
+    tiles = [tile_of(p, spec, rng) for p in images]
+    tiles += [synthetic_smooth_tile(spec.tile, rng) for _ in range(spec.synthetic_tiles)]
+    say(f"encoding {len(tiles)} tiles from {len(images)} images (+{spec.synthetic_tiles} synthetic) once")
+    for i, t in enumerate(tiles):
+        for k, v in encode_tile(net, t).items():
+            rows.setdefault(k, []).append(v)
+        if (i + 1) % 100 == 0:
+            say(f"  {i + 1}/{len(tiles)} tiles")
+    stacked = {k: torch.stack(v).contiguous() for k, v in rows.items()}
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    save_file(stacked, str(tmp), metadata={"images": str(len(images)), "tiles": str(len(tiles))})
+    os.replace(tmp, path)
+    return stacked
+
+
+class TileCrops(Dataset):
+    """Random aligned crops of the cached tiles for one scale: item i is tile i % n at a crop position drawn from i.
+
+    Indices beyond n are valid (a sampler drawing growing ids gets a fresh crop position every time).
+    """
+
+    def __init__(self, tiles: dict[str, torch.Tensor], scale: int, crop: int, seed: int = 0) -> None:
+        """`crop`: input latent pixels per side of each crop."""
+        self.t, self.scale, self.crop = tiles, scale, crop  # crop: input latent pixels
+        self.side = tiles[f"z{scale}"].shape[-1]
+        if crop > self.side:
+            raise ValueError(f"crop {crop} > tile latent side {self.side} at x{scale}")
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return self.t["hr"].shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        s, k = self.scale, self.crop
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        i = i % len(self)
+        y, x = (int(v) for v in torch.randint(0, self.side - k + 1, (2,), generator=g))
+        lat = slice(y * s, (y + k) * s), slice(x * s, (x + k) * s)  # output latent pixels
+        f = PIXEL_FACTOR * s
+        return {
+            "z": self.t[f"z{s}"][i, :, y : y + k, x : x + k],
+            "pix": self.t[f"pix{s}"][i, :, y * PIXEL_FACTOR : (y + k) * PIXEL_FACTOR, x * PIXEL_FACTOR : (x + k) * PIXEL_FACTOR],
+            "prior": self.t[f"prior{s}"][(i, slice(None), *lat)],
+            "hr": self.t["hr"][i, :, y * f : (y + k) * f, x * f : (x + k) * f].float() / 255,
+        }

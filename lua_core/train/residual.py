@@ -1,0 +1,279 @@
+"""Training a v2 model: only the residual learns; the re-encode prior is frozen and precomputed per tile.
+
+    python -m lua_core train-v2 --family sdxl --data ../shared/data/train ../shared/data/photos \
+        --vae-approx ../shared/vae_approx --run-dir runs/v2-sdxl --minutes 20 --export models/lua-sdxl-v2.safetensors
+
+Each step trains one head (the scales take turns) on a batch of random crops: the residual network
+sees the crop's latent, prior and decoded pixels; the loss is L1 between the tiny decoder's output of
+a window of the prediction and the HR pixels (inside a border where the crop's edge would bias the
+decoder): the one term, so all of the gradient serves decoded quality. `state.pt` in the run folder makes every run
+resumable (`--resume`); the exported file carries the EMA weights and its own tiny autoencoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, Sampler
+
+from ..arch.reencode_residual import PIXEL_FACTOR, ReencodeResidual
+from ..families import get_family
+from ..model import LUAModel, new_v2_model
+from .prior_tiles import TileCrops, TileSpec, build_tiles
+from .trainer import cpu_has_native_bf16
+
+
+@dataclass(frozen=True)
+class ResidualTrainConfig:
+    """Every knob of a v2 training run (immutable; a resumed run reads it back from its state)."""
+
+    family: str
+    data: tuple[str, ...]
+    vae_approx: str = ""
+    run_dir: str = "runs/v2"
+    cache_dir: str = ""  # default: <run_dir>/cache
+    scales: tuple[int, ...] = (2, 4)
+    width: int = 64
+    blocks: int = 8
+    inputs: str = "latent+prior+pixels"
+    tile: int = 192  # HR pixels per cached tile (one random tile per image; a multiple of 8 * max scale)
+    images_per_folder: int = 100  # 0 = all
+    synthetic_tiles: int = 16  # flat colours and gradients (flat must stay flat)
+    val_fraction: float = 0.08
+    crop: int = 96  # HR pixels of the decoded window whose border-trimmed part is scored (multiple of 8 * scale)
+    border: int = 16  # HR pixels trimmed from each side of the decoded window before the pixel loss
+    context: int = 4  # output latent pixels around the window on each side that f sees (divisible by the scales)
+    batch: int = 8
+    lr: float = 5e-4
+    steps: int = 600  # length of the cosine schedule (runs may also stop early by --minutes)
+    minutes: float = 0.0  # stop once the run (all invocations together) has trained this long; 0 = until `steps`
+    amp: str = "auto"  # bf16 autocast of the decoder pass: auto = on CUDA and on CPUs with native bf16
+    ema: float = 0.99
+    grad_clip: float = 1.0
+    seed: int = 0
+    threads: int = 0
+    save_every: int = 50
+
+    def spec(self) -> TileSpec:
+        """The part of the config that decides the tile cache."""
+        return TileSpec(
+            tuple(self.data), self.val_fraction, self.tile, self.images_per_folder, self.synthetic_tiles, self.seed
+        )
+
+
+class StepSampler(Sampler[int]):
+    """Endless stream of indices into TileCrops; item ids grow, so each draw is a new crop. Resumes by step."""
+
+    def __init__(self, n_tiles: int, start: int, batch: int, seed: int) -> None:
+        self.n, self.start, self.batch, self.seed = n_tiles, start, batch, seed
+
+    def __iter__(self):
+        step = self.start
+        while True:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+            tiles = torch.randint(0, self.n, (self.batch,), generator=g)
+            yield from (int(step * self.n * self.batch + i * self.n + t) for i, t in enumerate(tiles))
+            step += 1
+
+
+def pixel_loss(
+    net: ReencodeResidual, batch: dict[str, torch.Tensor], scale: int, cfg: ResidualTrainConfig, amp
+) -> torch.Tensor:
+    """L1 between the tiny decoder's output of the prediction's central window and HR, inside the border."""
+    out = batch["prior"] + net.residual(batch["z"], batch["prior"], batch["pix"], scale)
+    c = cfg.context  # output latent pixels of context on each side
+    with amp:
+        decoded = net.prior.decoder(out[..., c : out.shape[-2] - c, c : out.shape[-1] - c]).float()
+    b, px = cfg.border, c * PIXEL_FACTOR
+    hr = batch["hr"][..., px : px + decoded.shape[-2], px : px + decoded.shape[-1]]
+    return F.l1_loss(decoded[..., b:-b, b:-b], hr[..., b:-b, b:-b])
+
+
+def crop_latent(cfg: ResidualTrainConfig, scale: int) -> int:
+    """Input latent pixels per training crop at `scale`: the decoded window plus context on both sides."""
+    per = PIXEL_FACTOR * scale
+    if cfg.crop % per or cfg.context % scale:
+        raise ValueError(f"crop {cfg.crop} must be a multiple of {per} and context {cfg.context} of {scale}")
+    return (cfg.crop // PIXEL_FACTOR + 2 * cfg.context) // scale
+
+
+class ResidualTrainer:
+    """A thin loop over: tiles (built once) -> crops -> loss -> Adam + EMA; resumable from state.pt."""
+
+    def __init__(self, cfg: ResidualTrainConfig, say=print) -> None:
+        self.cfg, self.say = cfg, say
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.model = new_v2_model(get_family(cfg.family), cfg.scales, cfg.width, cfg.blocks, cfg.inputs, cfg.vae_approx)
+        self.net: ReencodeResidual = self.model.net
+        self.run_dir = Path(cfg.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.params = [p for p in self.net.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))
+        )
+        self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=False)
+        self.step = 0
+        self.seconds = 0.0
+        use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and cpu_has_native_bf16())
+        self.amp = torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16 else nullcontext()
+        tiles = build_tiles(cfg.spec(), self.net, Path(cfg.cache_dir or self.run_dir / "cache"), say)
+        self.n_tiles = tiles["hr"].shape[0]
+        self.crops = {s: TileCrops(tiles, s, crop_latent(cfg, s), cfg.seed) for s in cfg.scales}
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def state_path(self) -> Path:
+        return self.run_dir / "state.pt"
+
+    def save_state(self) -> None:
+        """Write state.pt atomically (residual weights, EMA, optimiser, schedule, step, config)."""
+        state = {
+            "config": asdict(self.cfg),
+            "step": self.step,
+            "seconds": self.seconds,
+            "net": {k: v for k, v in self.net.state_dict().items() if not k.startswith("prior.")},
+            "ema": {k: v for k, v in self.ema.module.state_dict().items() if not k.startswith("prior.")},
+            "ema_n": self.ema.n_averaged,
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+        }
+        tmp = self.state_path.with_name("state.pt.partial")
+        torch.save(state, tmp)
+        os.replace(tmp, self.state_path)
+
+    def load_state(self) -> None:
+        """Continue exactly where state.pt left off."""
+        state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        self.net.load_state_dict(state["net"], strict=False)
+        self.ema.module.load_state_dict(state["ema"], strict=False)
+        self.ema.n_averaged.copy_(state["ema_n"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.step, self.seconds = int(state["step"]), float(state["seconds"])
+        self.say(f"resumed at step {self.step} ({self.seconds / 60:.1f} min trained)")
+
+    # ------------------------------------------------------------------ loop
+
+    def batches(self, scale: int):
+        """Batches for one scale, from the step the run is at."""
+        crops = self.crops[scale]
+        sampler = StepSampler(self.n_tiles, self.step, self.cfg.batch, self.cfg.seed + scale)
+        return iter(DataLoader(crops, batch_size=self.cfg.batch, sampler=sampler, num_workers=0))
+
+    def train_step(self, streams: dict) -> dict:
+        """One optimiser step on the head whose turn it is."""
+        cfg = self.cfg
+        scale = cfg.scales[self.step % len(cfg.scales)]
+        batch = next(streams[scale])
+        loss = pixel_loss(self.net, batch, scale, cfg, self.amp)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip or float("inf"))
+        self.opt.step()
+        self.sched.step()
+        self.ema.update_parameters(self.net)
+        self.step += 1
+        return {"step": self.step, "scale": scale, "loss": loss.item(), "grad_norm": gnorm.item()}
+
+    def run(self, until_step: int | None = None) -> None:
+        """Train until `steps` (or `until_step`) or `minutes` of training in all; state saved every `save_every` steps."""
+        cfg = self.cfg
+        last = min(cfg.steps, until_step or cfg.steps)
+        if self.step >= last or (cfg.minutes and self.seconds >= cfg.minutes * 60):
+            return
+        streams = {s: self.batches(s) for s in cfg.scales}
+        log = open(self.run_dir / "log.jsonl", "a")
+        try:
+            while self.step < last:
+                t0 = time.time()
+                rec = self.train_step(streams)
+                self.seconds += time.time() - t0
+                rec["lr"] = self.sched.get_last_lr()[0]
+                rec["minutes"] = round(self.seconds / 60, 2)
+                log.write(json.dumps(rec) + "\n")
+                if self.step % 10 == 0:
+                    log.flush()
+                    self.say(
+                        f"step {self.step} x{rec['scale']} loss {rec['loss']:.4f} "
+                        f"({self.seconds / 60:.1f} min, {self.seconds / self.step:.2f} s/step)"
+                    )
+                if self.step % cfg.save_every == 0:
+                    self.save_state()
+                if cfg.minutes and self.seconds >= cfg.minutes * 60:
+                    break
+        finally:
+            log.close()
+            self.save_state()
+
+    def export(self, path: str | os.PathLike, note: str = "") -> LUAModel:
+        """Write the EMA weights (with the prior) as a v2 .safetensors file."""
+        model = LUAModel(self.ema.module.eval(), self.model.info, Path(path).stem)
+        model.info.provenance = {
+            "trained_steps": self.step,
+            "train_minutes": round(self.seconds / 60, 1),
+            "data": [Path(d).name for d in self.cfg.data],
+            "tiles": self.n_tiles,
+            "batch": self.cfg.batch,
+            "hardware": f"{torch.get_num_threads()} CPU threads" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
+            "date": time.strftime("%Y-%m-%d"),
+            **({"note": note} if note else {}),
+        }
+        model.save(path)
+        self.say(f"exported {path}")
+        return model
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `train-v2` on the CLI's subcommands."""
+    p = subparsers.add_parser("train-v2", help="train a v2 model (re-encode prior + residual)", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--family", required=True)
+    p.add_argument("--data", nargs="+", required=True, help="image folders (each keeps its own held-out split)")
+    for f in fields(ResidualTrainConfig):
+        if f.name in ("family", "data"):
+            continue
+        kind = type(f.default)
+        if kind is tuple:
+            p.add_argument("--" + f.name.replace("_", "-"), type=lambda v: tuple(int(x) for x in v.split(",")))
+        else:
+            p.add_argument("--" + f.name.replace("_", "-"), type=kind)
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --run-dir (its config wins, except --minutes/--steps)"
+    )
+    p.add_argument("--export", default="", help="write the trained model here when the run stops")
+    p.add_argument("--note", default="")
+    p.set_defaults(func=run_cli)
+    return p
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """`python -m lua_core train-v2`."""
+    given = {f.name: getattr(args, f.name) for f in fields(ResidualTrainConfig) if getattr(args, f.name, None) is not None}
+    given["data"] = tuple(given["data"])
+    cfg = ResidualTrainConfig(**given)
+    state = Path(cfg.run_dir) / "state.pt"
+    if args.resume and state.is_file():
+        saved = torch.load(state, map_location="cpu", weights_only=True)["config"]
+        saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+        cfg = replace(ResidualTrainConfig(**saved), minutes=cfg.minutes, steps=cfg.steps)
+    trainer = ResidualTrainer(cfg)
+    if args.resume and state.is_file():
+        trainer.load_state()
+    trainer.run()
+    if args.export:
+        trainer.export(args.export, args.note)
+    return 0

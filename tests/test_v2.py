@@ -1,0 +1,128 @@
+"""v2 models: frozen re-encode prior + learned residual (lua_core/arch/reencode_residual.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import SHARED, VAE_APPROX
+from safetensors import safe_open
+
+from lua_core import get_family, load_model, upscale_latent
+from lua_core.checkpoint import identify_foreign, read_state_dict
+from lua_core.engine import plan_tiles
+from lua_core.errors import CheckpointError
+from lua_core.imaging import bicubic_resize, load_rgb, to_tensor
+from lua_core.metrics import psnr
+from lua_core.model import new_v2_model
+from lua_core.tiny_ae import load_tiny_autoencoder
+
+pytestmark = pytest.mark.skipif(not VAE_APPROX.is_dir(), reason="needs ../shared/vae_approx (CI has it)")
+
+FAMILIES = ("sd1", "sdxl", "sd3", "flux1", "flux2")
+
+
+def smooth_image(side: int, seed: int = 0) -> torch.Tensor:
+    """A smooth random colour field [1, 3, side, side] in [0, 1] (cheap stand-in for a photo's low frequencies)."""
+    g = torch.Generator().manual_seed(seed)
+    return bicubic_resize(torch.rand(1, 3, 6, 6, generator=g), (side, side)).clamp(0, 1)
+
+
+def gradient_image(side: int) -> torch.Tensor:
+    """A diagonal colour gradient: any seam between tiles would show as a line across it."""
+    t = torch.linspace(0, 1, side)
+    ramp = (t[:, None] + t[None, :]) / 2
+    return torch.stack([ramp, 1 - ramp, 0.3 + 0.4 * ramp])[None]
+
+
+def randomised_residual(model, seed: int = 0, std: float = 0.02):
+    """Give the zero-initialised heads small random weights, so tests exercise the residual path too."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for head in model.net.heads.values():
+            head.weight.copy_(torch.randn(head.weight.shape, generator=g) * std)
+    return model
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("scale", [2, 4])
+def test_untrained_model_is_exactly_decode_bicubic_encode(family, scale):
+    model = new_v2_model(get_family(family), vae_approx=VAE_APPROX)
+    ae = load_tiny_autoencoder(family, [VAE_APPROX])
+    hr = smooth_image(128, seed=scale)
+    z = ae.encode(bicubic_resize(hr, (128 // scale, 128 // scale)).clamp(0, 1))
+    with torch.no_grad():  # the pixel route, as bench/quality.py's "reencode" baseline computes it
+        reference = ae.encode(bicubic_resize(ae.decode(z).clamp(0, 1), (128, 128)).clamp(0, 1))
+    out = upscale_latent(model, z, scale)
+    fam = get_family(family)
+    assert out.shape == reference.shape == (1, fam.channels, 128 // fam.spatial_factor, 128 // fam.spatial_factor)
+    assert torch.equal(out, reference)
+
+
+def test_saved_file_is_self_contained_and_lossless(tmp_path):
+    model = randomised_residual(new_v2_model(get_family("sdxl"), vae_approx=VAE_APPROX))
+    path = tmp_path / "v2.safetensors"
+    model.save(path)
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        prior_dtypes = {f.get_tensor(k).dtype for k in f.keys() if k.startswith("prior.")}
+    assert meta["lua.format_version"] == "2" and meta["lua.arch"] == "reencode_residual"
+    assert json.loads(meta["lua.prior"]) == {
+        "kind": "reencode", "autoencoder": "taesdxl", "resize": "bicubic", "source": "vae_approx"
+    }
+    assert prior_dtypes == {torch.bfloat16}  # the source files' precision: stored exactly, no rounding
+    loaded = load_model(path)
+    for k, v in model.net.state_dict().items():
+        assert torch.equal(loaded.net.state_dict()[k], v), k
+    z = torch.randn(1, 4, 12, 12, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(upscale_latent(loaded, z, 2), upscale_latent(model, z, 2))
+    assert "v2: taesdxl re-encode prior + residual" in loaded.info.describe()
+
+
+def test_v2_keys_are_recognised_and_damage_is_named(tmp_path):
+    model = new_v2_model(get_family("sd1"), vae_approx=VAE_APPROX)
+    path = tmp_path / "v2.safetensors"
+    model.save(path)
+    sd, meta = read_state_dict(path)
+    assert identify_foreign(sd) is None
+    from lua_core.checkpoint import build_network
+
+    del sd["trunk.0.conv1.weight"]
+    with pytest.raises(CheckpointError, match=r"does not match the LUA layout.*missing \['trunk.0.conv1.weight'\]"):
+        build_network(sd, meta, "v2.safetensors")
+    with pytest.raises(CheckpointError, match="reads up to v2. Update the node pack"):
+        build_network(sd, {**meta, "lua.format_version": "3"}, "v2.safetensors")
+
+
+def test_prior_is_frozen_and_only_the_residual_trains():
+    model = new_v2_model(get_family("sdxl"), vae_approx=VAE_APPROX)
+    trainable = {n for n, p in model.net.named_parameters() if p.requires_grad}
+    assert trainable and not any(n.startswith("prior.") for n in trainable)
+    assert all(n.split(".")[0] in ("stems", "trunk", "heads") for n in trainable)
+
+
+@pytest.mark.parametrize("image", ["gradient", "photo"])
+@pytest.mark.parametrize("scale", [2, 4])
+def test_tiled_and_untiled_decode_alike_through_the_prior(image, scale):
+    model = randomised_residual(new_v2_model(get_family("sdxl"), vae_approx=VAE_APPROX), std=0.002)
+    ae = load_tiny_autoencoder("sdxl", [VAE_APPROX])
+    size = {2: (384, 1536), 4: (256, 2560)}[scale]  # input latents 24x96 and 8x80: 48-pixel tiles cut them 3 and 2 ways
+    if image == "photo":
+        photo = to_tensor(load_rgb(sorted((SHARED / "data" / "photos" / "urban100").glob("*"))[0]))
+        hr = bicubic_resize(photo, size).clamp(0, 1)
+    else:
+        hr = bicubic_resize(gradient_image(64), size).clamp(0, 1)
+    z = ae.encode(bicubic_resize(hr, (size[0] // scale, size[1] // scale)).clamp(0, 1))
+    plan = plan_tiles(model, 1, *z.shape[-2:], scale, 48, None, None)
+    assert (plan.tile, plan.overlap) == (48, 24)  # the smallest tile, with the default overlap
+    whole = upscale_latent(model, z, scale, tile_size=10_000)
+    calls = []
+    tiled = upscale_latent(model, z, scale, tile_size=48, progress=lambda d, t: calls.append((d, t)))
+    assert calls[-1][0] == calls[-1][1] and calls[-1][1] > len(model.net.progress_modules()), "must really tile"
+    with torch.no_grad():
+        a, b = ae.decode(whole).clamp(0, 1), ae.decode(tiled).clamp(0, 1)
+    assert abs(psnr(a, hr).item() - psnr(b, hr).item()) <= 0.05
+    # a seam is a line: no pixel row or column of the difference may average more than 1/255
+    diff = (a - b).abs().mean(1)[0]
+    assert max(diff.mean(0).max().item(), diff.mean(1).max().item()) <= 1 / 255
