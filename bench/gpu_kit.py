@@ -2,7 +2,7 @@
 
     python bench/gpu_kit.py OUT_DIR               # a CUDA GPU; about 7 minutes on one H100/H200 (--budget-s)
     python bench/gpu_kit.py OUT_DIR --smoke       # CPU, tiny shapes, seconds: CI runs it so the kit never rots
-    python bench/gpu_kit.py OUT_DIR --train sdxl  # also the `gpu-sprint` training run, time-limited
+    python bench/gpu_kit.py OUT_DIR --train sdxl  # also a v2 training sprint (`train-v2`), time-limited
 
 Files written to OUT_DIR (at most 8, as the device tool brings back), each naming the device and torch:
 gpu-kit.json (every number), gpu-kit.txt (short summary with the issue's targets), gpu-kit-profile.txt
@@ -20,6 +20,8 @@ Sections, most important first; each checks the time budget and records what it 
 - pipeline: LUA x2 + decode at 2048 px vs decode at 1024 px + pixel-space SwinIR x2 (our network with
   3 channels, same trunk), with a full-size FLUX-style VAE decoder (`FluxDecoder` below, random weights);
 - tiling: x4 of a 1x16x256² latent with automatic tiling under an 8 GB budget vs untiled (fp32 and bf16);
+- cost: x2 of 1x4x64² with the bundled v2 SDXL model and the v1 network vs a full-size SDXL VAE decode of
+  the output (`bench/cost.py`; target: v2 <= 5 % of the decode on a GPU);
 - graphs/compile: a captured CUDA graph of the network, and LUA_COMPILE=default / reduce-overhead
   (each in a time-limited subprocess, so a slow compile cannot eat the budget).
 
@@ -61,6 +63,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from reference_lua import reference_forward  # noqa: E402
 
@@ -463,6 +466,14 @@ def section_tiling(cfg: LUAConfig, device: torch.device, clock: Clock, smoke: bo
     return rows
 
 
+def section_cost(device: torch.device, smoke: bool) -> dict:
+    """v2 x2 (prior + residual) and v1 x2 against a full-size SDXL VAE decode of the output (bench/cost.py)."""
+    from cost import measure
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return measure(device, dtype, side=8 if smoke else 64, repeats=1 if smoke else 5)
+
+
 def section_graph(cfg: LUAConfig, device: torch.device, clock: Clock) -> dict:
     """The network captured once as a CUDA graph and replayed (launch overhead gone): the eager ceiling."""
     if device.type != "cuda" or clock.left() < 30:
@@ -549,35 +560,35 @@ def section_compile(clock: Clock, smoke: bool, modes: list[str]) -> list[dict]:
 
 
 SMOKE_TRAIN = [  # a few CPU steps of the same command: CI proves the sprint's wiring, not its quality
-    *("--stage-steps", "2,1,2", "--batch-size", "2", "--embed-dim", "16", "--depths", "1,1", "--num-heads", "2,2"),
-    *("--head-num-feat", "16", "--tile", "128", "--crop", "128", "--workers", "0", "--synthetic-tiles", "2"),
-    *("--max-tiles-per-image", "1", "--decode-crop", "8", "--amp", "off", "--val-every", "5", "--log-every", "1"),
+    *("--width", "8", "--blocks", "1", "--batch", "2", "--images-per-folder", "3", "--synthetic-tiles", "1"),
+    *("--steps", "4", "--save-every", "2", "--tile", "128", "--crop", "64"),
+]
+GPU_TRAIN = [  # the sprint: a wider, deeper residual on every training image, cosine over the time budget
+    *("--width", "128", "--blocks", "16", "--batch", "64", "--images-per-folder", "0", "--steps", "0"),
 ]
 
 
 def section_train(family: str, args, out_dir: Path) -> dict:
-    """The `gpu-sprint` preset on <train-data>/train for --train-minutes, then bench/quality.py on <train-data>/holdout.
+    """A v2 model (`train-v2`) on <train-data>/train + photos for --train-minutes, then bench/quality.py on holdout.
 
-    <train-data> is what tools/prepare_gpu_data.py writes: train/ (images of the training split), holdout/ (the
-    hold-out crops of bench/quality.py) and vae_approx/. Out: train-F.safetensors (fp16 EMA weights),
-    train-F-log.jsonl, train-F-quality.json (all gates: LUA vs decode-resize-encode and pixel bicubic).
+    <train-data> is what tools/prepare_gpu_data.py writes: train/ and photos/ (images of the training splits),
+    holdout/ (the hold-out crops of bench/quality.py) and vae_approx/. Out: train-F.safetensors (EMA weights, prior
+    included), train-F-log.jsonl, train-F-quality.json (all gates: LUA vs decode-resize-encode and pixel bicubic).
     """
     data = Path(args.train_data)
     run_dir = Path(args.train_run_dir) if args.train_run_dir else Path(tempfile.mkdtemp(prefix=f"lua-train-{family}-"))
     vae = Path(args.train_vae_approx) if args.train_vae_approx else data / "vae_approx"
-    common = ["--preset", args.train_preset, "--family", family, "--data", str(data / "train"), "--run-dir", str(run_dir)]
-    common += ["--vae-approx", str(vae)] + (SMOKE_TRAIN if args.smoke else [])
-    base = [sys.executable, "-m", "lua_core", "train"]
-    minutes = ["--fit-minutes", str(round(0.9 * args.train_minutes, 2)), "--max-minutes", str(args.train_minutes)]
-    train_cmd = base + common + minutes
+    exported = run_dir / f"lua-{family}.safetensors"
+    folders = [str(data / d) for d in ("train", "photos") if (data / d).is_dir()] or [str(data / "train")]
+    train_cmd = [sys.executable, "-m", "lua_core", "train-v2", "--family", family, "--data", *folders]
+    train_cmd += ["--vae-approx", str(vae), "--run-dir", str(run_dir), "--val-fraction", "0"]  # hold-out already out
+    train_cmd += ["--minutes", str(args.train_minutes), "--export", str(exported)]
+    train_cmd += SMOKE_TRAIN if args.smoke else GPU_TRAIN
     info: dict = {"family": family, "command": " ".join(train_cmd[1:]), "run_dir": str(run_dir)}
-    deadline = args.train_minutes * 60 + 300  # the trainer stops itself at --max-minutes (+ cache build); hard stop
+    deadline = args.train_minutes * 60 + 300  # the trainer stops itself at --minutes (+ tile cache); hard stop
     t0 = time.perf_counter()
     info["train"] = _run(train_cmd, deadline)
     info["train_s"] = round(time.perf_counter() - t0, 1)
-    exported = run_dir / f"lua-{family}.safetensors"
-    if not exported.is_file() and (run_dir / "state.pt").is_file():  # stopped by the time limit: export the EMA
-        info["export"] = _run(base + common + ["--resume", "--export-only"], 300)
     if not exported.is_file():
         info["error"] = f"no exported model at {exported}"
         return info
@@ -661,6 +672,12 @@ def targets(res: dict) -> dict:
         "target": f">= {TARGET_SPEEDUP_VS_REFERENCE}x",
         "met": speed >= TARGET_SPEEDUP_VS_REFERENCE if speed else None,
     }
+    v2_share = res.get("cost", {}).get("v2_share_of_decode")
+    out["v2_share_of_sdxl_decode"] = {
+        "value": v2_share,
+        "target": f"<= {TARGET_LUA_SHARE_OF_DECODE:.0%}",
+        "met": v2_share <= TARGET_LUA_SHARE_OF_DECODE if v2_share is not None else None,
+    }
     share = res.get("pipeline", {}).get("lua_share_of_decode")
     out["lua_share_of_decode_at_output_size"] = {
         "value": share,
@@ -740,7 +757,6 @@ def main() -> None:
     p.add_argument("--budget-s", type=float, default=420.0, help="time budget of the benchmark sections")
     p.add_argument("--compile-modes", default="default,reduce-overhead", help="LUA_COMPILE modes to time ('' = none)")
     p.add_argument("--train", metavar="FAMILY", default="", help="also run the training sprint for this family")
-    p.add_argument("--train-preset", default="gpu-sprint")
     p.add_argument("--train-data", default=str(ROOT / ".gpu_data"), help="folder written by tools/prepare_gpu_data.py")
     p.add_argument("--train-vae-approx", default="", help="tiny autoencoder folder (default: <train-data>/vae_approx)")
     p.add_argument("--train-minutes", type=float, default=4.0)
@@ -772,6 +788,7 @@ def main() -> None:
 
     sections = [
         ("engine", lambda: section_engine(cfg, device, clock, args.smoke, res["engine"], report)),
+        ("cost", lambda: section_cost(device, args.smoke)),
         ("pipeline", lambda: section_pipeline(cfg, device, clock, args.smoke)),
         ("tiling", lambda: section_tiling(cfg, device, clock, args.smoke)),
         ("graph", lambda: section_graph(cfg, device, clock)),

@@ -55,8 +55,13 @@ def main() -> None:
     for variant in INPUT_VARIANTS:
         run = Path(args.runs) / f"v2-{args.family}-{variant.replace('+', '-')}"
         cfg = ResidualTrainConfig(
-            family=args.family, data=data, vae_approx=vae, run_dir=str(run), cache_dir=str(Path(args.runs) / f"cache-v2-{args.family}"),
-            inputs=variant, steps=args.steps,
+            family=args.family,
+            data=data,
+            vae_approx=vae,
+            run_dir=str(run),
+            cache_dir=str(Path(args.runs) / f"cache-v2-{args.family}"),
+            inputs=variant,
+            steps=args.steps,
         )
         trainer = ResidualTrainer(cfg)
         if trainer.state_path.is_file():
@@ -70,7 +75,10 @@ def main() -> None:
             "steps": trainer.step,
             "train_minutes": round(trainer.seconds / 60, 2),
             "parameters": sum(p.numel() for p in trainer.net.parameters() if p.requires_grad),
-            "psnr": {sc: {m: s["mean"][m]["psnr"] for m in ("lua", "pixel_bicubic", "reencode")} for sc, s in r["scales"].items()},
+            "psnr": {
+                sc: {m: s["mean"][m]["psnr"] for m in ("lua", "pixel_bicubic", "reencode")}
+                for sc, s in r["scales"].items()
+            },
         }
         print(variant, report["variants"][variant], flush=True)
     mean = {v: sum(s["lua"] for s in r["psnr"].values()) / len(r["psnr"]) for v, r in report["variants"].items()}

@@ -3,7 +3,7 @@
     python bench/loss_shares.py            # writes bench/results/loss-shares.json
 
 One real batch (16 random 256 px crops of a few training images, SDXL, taesdxl) through the shipped
-lua-sdxl-small weights. Gradient share = the term's gradient norm / the sum over terms (what the optimiser
+lua-sdxl-small weights (v1, kept as tests/data/lua-sdxl-small-v1.safetensors). Gradient share = the term's gradient norm / the sum over terms (what the optimiser
 hears from it). `paper` uses the paper's weights (lua-paper.md); `calibrated` the TrainConfig defaults,
 chosen from this measurement so every enabled term is a deliberate share (tests/test_train.py checks >= 1 %).
 """
@@ -43,7 +43,7 @@ def main() -> None:
                 vae_approx=str(SHARED / "vae_approx"),
                 run_dir=str(Path(tmp) / "run"),
                 cache_dir=str(Path(tmp) / "cache"),
-                init_from=str(ROOT / "models" / "lua-sdxl-small.safetensors"),
+                init_from=str(ROOT / "tests" / "data" / "lua-sdxl-small-v1.safetensors"),
                 val_fraction=0.0,
                 synthetic_tiles=4,
                 **weights,

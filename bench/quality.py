@@ -35,6 +35,23 @@ def gates(scale: dict, target_db: float) -> dict[str, bool]:
     }
 
 
+def add_previous(report: dict, family: str, previous: dict) -> None:
+    """Per scale: the previous file's mean LUA PSNR on this run's images (when the old report has all of them)."""
+    old = previous.get("families", {}).get(family)
+    if old is None:
+        return
+    index = {name: i for i, name in enumerate(previous["images"])}
+    if not all(name in index for name in report["images"]):
+        return
+    for sc, s in report["scales"].items():
+        per = old["scales"].get(sc, {}).get("per_image_psnr", {}).get("lua")
+        if per is None:
+            continue
+        prev = sum(per[index[name]] for name in report["images"]) / len(report["images"])
+        s["previous_model"] = {"model": old.get("model"), "date": previous.get("date"), "lua_psnr": round(prev, 4)}
+        s["beats_previous_model"] = s["mean"]["lua"]["psnr"] > prev
+
+
 def plot(report: dict, dest: Path) -> None:
     """Grouped bars: PSNR per method, one panel per family and scale, with the AE ceiling as a line."""
     import matplotlib
@@ -69,7 +86,7 @@ def main() -> None:
     from lua_core.tiny_ae import load_tiny_autoencoder
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--families", default="sdxl,sd1,sd3,flux1")
+    p.add_argument("--families", default="sdxl,sd1,sd3,flux1,flux2")
     p.add_argument("--models", default=str(ROOT / "models"))
     p.add_argument("--pattern", default="lua-{family}-small.safetensors", help="model file name in --models")
     p.add_argument("--data", default=str(SHARED / "data" / "train"))
@@ -77,6 +94,12 @@ def main() -> None:
     p.add_argument("--val-fraction", type=float, default=0.08)
     p.add_argument("--max-side", type=int, default=384, help="HR crop side limit in pixels")
     p.add_argument("--limit", type=int, default=0)
+    p.add_argument(
+        "--previous",
+        default="",
+        help="an earlier quality JSON: each family also gets the mean PSNR its previous file scored on the same images "
+        "(from that report's per-image numbers), and whether the new file beats it",
+    )
     p.add_argument("--output", default=str(ROOT / "bench" / "results" / "quality.json"))
     p.add_argument("--docs", default=str(ROOT / "docs"))
     p.add_argument(
@@ -92,7 +115,8 @@ def main() -> None:
     report = {
         "benchmark": "quality",
         "date": time.strftime("%Y-%m-%d"),
-        "command": f"bench/quality.py --max-side {args.max_side}",  # all families; --update runs add up to this
+        # all families; --update runs add up to this
+        "command": f"bench/quality.py --max-side {args.max_side}" + (f" --limit {args.limit}" if args.limit else ""),
         "protocol": (
             "HR = center crop (multiple of 32, <= max_side) of each held-out image; LR latent = tiny-AE "
             "encode of the antialiased-bicubic x2/x4 downsample; PSNR/SSIM (luma SSIM) of each decoded "
@@ -120,6 +144,8 @@ def main() -> None:
         t0 = time.time()
         r = evaluate(model, ae, images, args.max_side, progress=lambda m, f=fam: print(f"{f} {m}", file=sys.stderr))
         r["model"] = path.name
+        if args.previous:
+            add_previous(r, fam, json.loads(Path(args.previous).read_text()))
         r["seconds"] = round(time.time() - t0, 1)
         for sc, s in r["scales"].items():
             s["gates"] = gates(s, TARGETS_DB.get(sc, 0.0))
@@ -134,7 +160,7 @@ def main() -> None:
         report["families"][fam] = r
         comparison_figure(model, ae, images[0], Path(args.docs) / f"quality-crops-{fam}.png", max_side=args.max_side)
     report["images"] = [p.name for p in images]
-    order = ["sdxl", "sd1", "sd3", "flux1"]
+    order = ["sdxl", "sd1", "sd3", "flux1", "flux2"]
     report["families"] = dict(
         sorted(report["families"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 9)
     )

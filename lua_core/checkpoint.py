@@ -27,6 +27,7 @@ from .arch.reencode_residual import ReencodeResidual, ReencodeResidualConfig
 from .arch.swinir_multihead import FLUX_OFFICIAL_CONFIG, LUAConfig, SwinIRMultiHead, shift_window_mask
 from .errors import CheckpointError
 from .families import FAMILIES, LatentFamily, describe_channels, families_with_channels, get_family
+from .fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,10 @@ class ModelInfo:
             )
         else:
             shape = f"width {cfg.embed_dim}, depths {list(cfg.depths)}, window {cfg.window_size}"
+        fam = self.family.label if self.family else "unknown family"
         return (
-            f"{self.title()} [{self.arch}, {self.source_format}, config {origin}]: {self.channels} channels, "
+            f"{self.title()} [{self.arch}, {self.source_format}, config {origin}]: {fam} latents, "
+            f"{self.channels} channels, scales {', '.join(f'x{s}' for s in self.scales)}, "
             f"{shape}, {_count_params(cfg) / 1e6:.2f} M parameters"
         )
 
@@ -374,13 +377,8 @@ def save_safetensors(
         elif dtype is not None and v.is_floating_point() and not k.endswith("attn_mask"):
             v = v.to(dtype)
         sd[k] = v.contiguous().clone()
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        save_file(sd, str(tmp), metadata=config_metadata(info))
-        os.replace(tmp, path)  # never leave a half-written model where the loader would list it
-    finally:
-        tmp.unlink(missing_ok=True)
+    # never leave a half-written model where the loader would list it
+    atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=config_metadata(info)))
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -179,7 +179,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(
             json.dumps(
                 {
+                    "title": info.title(),
+                    "arch": info.arch,
                     "config": json.loads(info.config.to_json()),
+                    "prior": info.prior,
                     "family": info.family.name if info.family else None,
                     "scales": list(info.scales),
                     "inferred": info.inferred,

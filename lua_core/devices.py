@@ -1,4 +1,4 @@
-"""Device names given on the command line (--device), checked against this machine."""
+"""Device names given on the command line (--device), checked against this machine; what the CPU can do."""
 
 from __future__ import annotations
 
@@ -29,3 +29,13 @@ def resolve_device(name: str | None) -> torch.device:
     elif device.type != "cpu":
         raise LUAError(f"--device {name}: expected cpu, cuda, cuda:N or mps")
     return device
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on x86 CPUs with AMX or AVX-512 bf16 (bf16 autocast is slower than fp32 elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags

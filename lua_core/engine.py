@@ -1,7 +1,8 @@
 """The inference engine: validation, padding, tiling with feathered blending, OOM fallback.
 
-`upscale_latent` takes and returns raw VAE-space latents (ComfyUI LATENT `samples`),
-4-D `[B, C, h, w]` or 5-D `[B, C, T, h, w]`.
+`upscale_latent` takes and returns raw VAE-space latents (ComfyUI LATENT `samples`), 4-D `[B, C, h, w]`
+(FLUX.2: 128 packed channels at 1/16, as ComfyUI holds them). 5-D `[B, C, T, h, w]` video latents are refused
+unless the model's family declares video support (none does yet); then their frames go through as a batch.
 """
 
 from __future__ import annotations
@@ -318,7 +319,7 @@ def plan_tiles(
         budget = memory_budget if memory_budget is not None else int(free_memory(model.device) * 0.6)
         per_px = bytes_per_pixel(model, scale)
         side = max(h, w)
-        tile, batch = side, n
+        tile, batch = min(side, model.net.max_auto_tile(model.device.type) or side), n
         while tile > floor and batch * tile * min(tile, min(h, w)) * per_px + mask_bytes(model) > budget:
             tile = max(floor, tile // 2 // win * win)
         while batch > 1 and batch * tile * tile * per_px > budget:

@@ -234,12 +234,12 @@ def test_wrong_family_error_reaches_the_user(server):
     assert "installed LUA models for 16-channel latents: lua-flux1-small.safetensors (FLUX.1)" in msg
 
 
-@pytest.mark.parametrize("tile_size", [32, 0], ids=["tiled", "untiled"])
+@pytest.mark.parametrize("tile_size", [48, 0], ids=["tiled", "untiled"])
 def test_interrupt_stops_the_run_within_seconds(server, tile_size):
     prompt = {
         "1": {"class_type": "EmptyLatentImage", "inputs": {"width": 4096, "height": 4096, "batch_size": 1}},
         "2": {"class_type": "LUAModelLoader", "inputs": {"model_name": "lua-sdxl-small.safetensors", "dtype": "auto"}},
-        # 512x512 latent: in 32-pixel tiles about a thousand of them; untiled, one pass of 16 transformer blocks
+        # 512x512 latent: in 48-pixel tiles (24 overlap) about 440 of them; "untiled" (auto) tiles by free memory
         "3": {
             "class_type": "LUALatentUpscale",
             "inputs": {"lua_model": ["2", 0], "samples": ["1", 0], "scale_by": 2.0, "tile_size": tile_size},
@@ -263,8 +263,6 @@ def test_interrupt_stops_the_run_within_seconds(server, tile_size):
     assert messages["execution_interrupted"]["node_type"] == "LUALatentUpscale"
     assert took < 5, f"interrupt took {took:.1f} s"
     print(f"ComfyUI {server.version}: {'tiled' if tile_size else 'untiled'} run interrupted in {took:.2f} s")
-
-
 
 
 def test_every_node_schema_builds_on_this_core(server):
@@ -308,3 +306,66 @@ def test_loader_inputs_are_validated_the_same_on_both_cores(server):
         and d.endswith("put LUA .safetensors/.pth files in models/lua and refresh (R) the browser")
         for d in details
     ), details
+
+
+def _saved_latent(srv: Server, result: dict, node: str):
+    """The tensor a SaveLatent node of a finished prompt wrote."""
+    from safetensors.torch import load_file
+
+    (entry,) = result["outputs"][node]["latents"]
+    return load_file(str(srv.base / "output" / entry["subfolder"] / entry["filename"]))["latent_tensor"]
+
+
+def test_flux2_latents_are_upscaled_x2_and_x4(server):
+    """FLUX.2's 128-channel LATENT (0.8.0+): EmptyFlux2LatentImage for the shape, a taef2-encoded photo for values."""
+    if _version(server.version) < (0, 8, 0):
+        pytest.skip(f"ComfyUI {server.version} has no FLUX.2 latents (EmptyFlux2LatentImage arrived in 0.8.0)")
+    import torch
+    from safetensors.torch import save_file
+
+    from lua_core import load_model, upscale_latent
+    from lua_core.evaluation import hr_crop
+    from lua_core.imaging import bicubic_resize
+    from lua_core.metrics import psnr
+    from lua_core.tiny_ae import load_tiny_autoencoder
+
+    # 0.8.0 cannot load taef2 as a VAE: the photo is encoded (and the result decoded) with lua_core's taef2
+    ae = load_tiny_autoencoder("flux2", [VAE_APPROX])
+    hr = hr_crop(ROOT / "lua_core" / "assets" / "sample.png", 256)
+    with torch.no_grad():
+        z = ae.encode(bicubic_resize(hr, (128, 128)).clamp(0, 1))
+    assert z.shape == (1, 128, 8, 8)
+    save_file(
+        {"latent_tensor": z.contiguous(), "latent_format_version_0": torch.tensor([])},
+        server.base / "input" / "flux2_photo.latent",
+    )
+    model = "lua-flux2-small.safetensors"
+    prompt = {
+        "1": {"class_type": "LoadLatent", "inputs": {"latent": "flux2_photo.latent"}},
+        "2": {"class_type": "LUAModelLoader", "inputs": {"model_name": model, "dtype": "auto"}},
+        "3": {
+            "class_type": "LUALatentUpscale",
+            "inputs": {"lua_model": ["2", 0], "samples": ["1", 0], "scale_by": 2.0, "tile_size": 0},
+        },
+        "4": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 0], "filename_prefix": "latents/flux2_photo_x2"}},
+        "5": {"class_type": "EmptyFlux2LatentImage", "inputs": {"width": 256, "height": 128, "batch_size": 1}},
+        "6": {
+            "class_type": "LUALatentUpscale",
+            "inputs": {"lua_model": ["2", 0], "samples": ["5", 0], "scale_by": 4.0, "tile_size": 0},
+        },
+        "7": {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": "latents/flux2_empty_x4"}},
+    }
+    result = _wait(server, _queue(server, prompt))
+    assert result["status"]["status_str"] == "success", result["status"]["messages"]
+    photo_x2, empty_x4 = _saved_latent(server, result, "4"), _saved_latent(server, result, "7")
+    assert photo_x2.shape == (1, 128, 16, 16) and empty_x4.shape == (1, 128, 32, 64)
+    assert torch.isfinite(empty_x4).all()
+    # the same numbers as lua_core gives outside ComfyUI, and a real upscale of the photo once decoded
+    expected = upscale_latent(load_model(ROOT / "models" / model), z, 2)
+    assert torch.allclose(photo_x2, expected, atol=1e-4), (photo_x2 - expected).abs().max()
+    with torch.no_grad():
+        ours = psnr(ae.decode(photo_x2).clamp(0, 1), hr).item()
+        latent_bicubic = psnr(
+            ae.decode(torch.nn.functional.interpolate(z, scale_factor=2, mode="bicubic")).clamp(0, 1), hr
+        ).item()
+    assert ours > latent_bicubic + 1.0, (ours, latent_bicubic)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 
 ROOT = Path(__file__).resolve().parent.parent
 KIT = ROOT / "bench" / "gpu_kit.py"
@@ -101,7 +100,12 @@ def test_pipeline_tiling_compile_and_targets_are_reported(smoke_dir):
     assert [c["mode"] for c in res["compile"]] == ["default"] and res["compile"][0]["compiled"] is True
     assert res["compile"][0]["rel_l2_compiled_vs_eager_same_dtype"] <= 1e-5
     assert res["sdpa"]["fused_kernels_accept_our_attention"] is True and res["sdpa"]["profile_top"]
+    cost = res["cost"]
+    for key in ("v2_x2_s", "v1_x2_s", "sdxl_vae_decode_s", "v2_share_of_decode", "v1_share_of_decode"):
+        assert isinstance(cost[key], float) and cost[key] > 0, key
+    assert cost["v2_model"].startswith("models/lua-sdxl-small.safetensors") and cost["target_v2_share"] == 0.15
     assert set(res["targets"]) == {
+        "v2_share_of_sdxl_decode",
         "x2_128_bf16_ms",
         "x2_128_bf16_speedup_vs_reference",
         "lua_share_of_decode_at_output_size",
@@ -126,16 +130,13 @@ def test_training_sprint_smoke_trains_exports_and_scores_every_gate(smoke_dir):
     from lua_core import load_model
 
     res = json.loads((smoke_dir / "gpu-kit.json").read_text())["train"]
-    assert res["train"]["rc"] == 0 and res["eval"]["rc"] == 0 and "error" not in res
-    assert "--preset gpu-sprint" in res["command"]
-    weights = smoke_dir / "train-sdxl.safetensors"
-    assert load_model(weights).family.name == "sdxl"
-    with safe_open(str(weights), framework="pt") as f:  # fp16 on disk: half the bytes to bring back
-        assert f.get_tensor("conv_first.weight").dtype == torch.float16
+    assert res["train"]["rc"] == 0 and res["eval"]["rc"] == 0 and "error" not in res, res
+    assert " train-v2 --family sdxl " in res["command"]
+    model = load_model(smoke_dir / "train-sdxl.safetensors")
+    assert model.family.name == "sdxl" and model.info.arch == "reencode_residual"  # a v2 model, prior included
     log = [json.loads(line) for line in (smoke_dir / "train-sdxl-log.jsonl").read_text().splitlines()]
-    steps = [r for r in log if "loss" in r]
-    assert [r["step"] for r in steps] == [1, 2, 3, 4, 5]
-    assert all(set(r["grad_share"]) == set(r["loss_share"]) for r in steps)  # every term's share is logged
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and [r["scale"] for r in log] == [2, 4, 2, 4]
+    assert all(r["loss"] > 0 for r in log) and log[0]["lr"] > log[-1]["lr"] >= 0  # cosine down over the 4 steps
     quality = json.loads((smoke_dir / "train-sdxl-quality.json").read_text())
     assert quality["gpu_kit"]["torch"] == torch.__version__ and quality["n_images"] == 2
     for scale in ("x2", "x4"):
@@ -144,28 +145,26 @@ def test_training_sprint_smoke_trains_exports_and_scores_every_gate(smoke_dir):
 
 
 def test_train_section_calls_the_training_cli_with_todays_flags(tmp_path, monkeypatch):
-    from lua_core.train.config import PRESETS, build_parser
+    from lua_core.cli import build_parser
 
     calls = []
     monkeypatch.setattr(gpu_kit, "_run", lambda cmd, timeout: calls.append((cmd, timeout)) or {"rc": 0})
     data = tmp_path / "data"
-    (data / "vae_approx").mkdir(parents=True)
+    for sub in ("vae_approx", "train", "photos"):
+        (data / sub).mkdir(parents=True)
     args = gpu_kit.argparse.Namespace(
         train_data=str(data),
         train_run_dir=str(tmp_path / "run"),
         train_vae_approx="",
-        train_preset="gpu-sprint",
         train_minutes=2.0,
         device_name="cpu (test)",
         smoke=False,
     )
     info = gpu_kit.section_train("sdxl", args, tmp_path / "out")
     cmd, timeout = calls[0]
-    assert cmd[1:5] == ["-m", "lua_core", "train", "--preset"] and timeout == 2.0 * 60 + 300
+    assert cmd[1:4] == ["-m", "lua_core", "train-v2"] and timeout == 2.0 * 60 + 300
     assert info["error"].startswith("no exported model")  # the fake run exported nothing, and says so
-    flags = cmd[4:]
-    assert flags[1] in PRESETS
-    parsed = build_parser().parse_args(flags)
-    assert parsed.family == "sdxl" and parsed.data == str(data / "train") and parsed.max_minutes == 2.0
-    assert parsed.fit_minutes == 1.8 and parsed.run_dir == str(tmp_path / "run")
-    assert parsed.vae_approx == str(data / "vae_approx")
+    parsed = build_parser().parse_args(cmd[3:])
+    assert parsed.family == "sdxl" and parsed.data == [str(data / "train"), str(data / "photos")]
+    assert parsed.minutes == 2.0 and parsed.steps == 0  # the cosine schedule spans the time budget
+    assert (parsed.width, parsed.blocks, parsed.batch) == (128, 16, 64) and parsed.run_dir == str(tmp_path / "run")

@@ -560,3 +560,17 @@ def test_broken_install_logs_one_line(tmp_path, caplog):
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
     assert "LUA latent upscaler: nodes not loaded (ModuleNotFoundError" in errors[0].getMessage()
+
+
+def test_v2_model_through_the_nodes(lua_dir, caplog):
+    """A v2 file (prior + residual) loads, upscales x2 and x4 (and x3 via the x4 head), and names its own tile rule."""
+    if not (ROOT.parent / "shared" / "vae_approx").is_dir():
+        pytest.skip("needs ../shared/vae_approx (CI has it)")
+    new_v2_model(get_family("sd1"), width=8, blocks=1).save(lua_dir / "lua-v2.safetensors")
+    handle = load("lua-v2.safetensors")
+    latent = {"samples": torch.randn(1, 4, 12, 10)}
+    for scale, size in ((2.0, (24, 20)), (4.0, (48, 40)), (3.0, (36, 30))):
+        assert upscale(handle, latent, scale)["samples"].shape[-2:] == size
+    with caplog.at_level(logging.INFO, logger="lua_latent_upscaler"):
+        upscale(handle, {"samples": torch.randn(1, 4, 60, 60)}, 2.0, tile=20)
+    assert "tile_size 20 rounded to 48 (multiples of 1 latent pixels, at least 48, for LUA SD1.x/SD2.x x2/x4 (v2" in caplog.text

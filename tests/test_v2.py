@@ -69,7 +69,10 @@ def test_saved_file_is_self_contained_and_lossless(tmp_path):
         prior_dtypes = {f.get_tensor(k).dtype for k in f.keys() if k.startswith("prior.")}
     assert meta["lua.format_version"] == "2" and meta["lua.arch"] == "reencode_residual"
     assert json.loads(meta["lua.prior"]) == {
-        "kind": "reencode", "autoencoder": "taesdxl", "resize": "bicubic", "source": "vae_approx"
+        "kind": "reencode",
+        "autoencoder": "taesdxl",
+        "resize": "bicubic",
+        "source": "vae_approx",
     }
     assert prior_dtypes == {torch.bfloat16}  # the source files' precision: stored exactly, no rounding
     loaded = load_model(path)

@@ -2,10 +2,11 @@
 
     python tools/prepare_gpu_data.py                  # -> .gpu_data/ (git-ignored), about 25 MB
 
-Writes, for `bench/gpu_kit.py --train FAMILY` (which passes `--data .gpu_data/train`):
+Writes, for `bench/gpu_kit.py --train FAMILY` (which trains a v2 model on `.gpu_data/train` and `.gpu_data/photos`):
   .gpu_data/train/     the training split of ../shared/data/train (hold-out excluded by the same hash rule),
                        each image downscaled to a short side of --short-side px and stored as JPEG;
-                       the GPU builds its latent cache from these in seconds
+                       the GPU builds its tile cache from these in seconds
+  .gpu_data/photos/    the training split of ../shared/data/photos (research licences: see its README), the same way
   .gpu_data/holdout/   the hold-out images as --holdout-side px center crops (JPEG q95) for bench/quality.py
   .gpu_data/vae_approx the tiny autoencoders of --families (TAESD family, MIT, licence copied along)
 Refuses to finish above --budget-mb, so the tree still fits the device's limit.
@@ -32,6 +33,7 @@ def main() -> int:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(SHARED / "data" / "train"))
+    p.add_argument("--photos", default=str(SHARED / "data" / "photos"), help="'' = leave the photos out")
     p.add_argument("--vae-approx", default=str(SHARED / "vae_approx"))
     p.add_argument("--families", default="sdxl,flux1")
     p.add_argument("--out", default=str(ROOT / ".gpu_data"))
@@ -39,7 +41,7 @@ def main() -> int:
     p.add_argument("--quality", type=int, default=88)
     p.add_argument("--holdout-side", type=int, default=384)
     p.add_argument("--val-fraction", type=float, default=0.08, help="the hold-out rule of bench/quality.py")
-    p.add_argument("--budget-mb", type=float, default=30.0)
+    p.add_argument("--budget-mb", type=float, default=45.0)
     args = p.parse_args()
 
     root, out = Path(args.data), Path(args.out)
@@ -61,6 +63,20 @@ def main() -> int:
         dest = dest.with_name(dest.name + ".jpg")
         dest.parent.mkdir(parents=True, exist_ok=True)
         im.save(dest, quality=q)
+    if args.photos:
+        photos = Path(args.photos)
+        held = set(held_out_images(photos, args.val_fraction))  # never trained on, as in training on ../shared
+        for path in scan_images(photos, args.short_side).usable:
+            if path in held:
+                continue
+            im = Image.fromarray(load_rgb(path))
+            f = args.short_side / min(im.size)
+            if f < 1:
+                im = im.resize((round(im.width * f), round(im.height * f)), Image.LANCZOS)
+            dest = out / "photos" / path.relative_to(photos)
+            dest = dest.with_name(dest.name + ".jpg")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            im.save(dest, quality=args.quality)
     ae_dir = out / "vae_approx"
     ae_dir.mkdir(parents=True)
     for fam in args.families.split(","):

@@ -142,17 +142,20 @@ def quality_section(short: bool = False) -> str:
         return "_No quality report yet: run `python bench/quality.py`._"
     rows = [
         "| family | scale | LUA | pixel bicubic | decode-resize-encode | latent bicubic | latent bislerp | AE ceiling "
-        "| LUA - pixel bicubic | gate 1: >= decode-resize-encode | gate 2: >= pixel bicubic | goal (+1.0 x2 / +0.8 x4) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| LUA - pixel bicubic | gate 1: >= decode-resize-encode | gate 2: >= pixel bicubic | goal (+1.0 x2 / +0.8 x4) "
+        "| file it replaced |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for fam, r in q["families"].items():
         for sc, s in r["scales"].items():
             m = s["mean"]
             marks = ["met" if ok else "**missed**" for ok in s["gates"].values()]
+            prev = s.get("previous_model")
+            before = f"{prev['lua_psnr']:.2f} (v1, {prev['date']})" if prev else "none (new family)"
             rows.append(
                 f"| {fam} | {sc} | {m['lua']['psnr']:.2f} / {m['lua']['ssim']:.3f} | {m['pixel_bicubic']['psnr']:.2f} / {m['pixel_bicubic']['ssim']:.3f} "
                 f"| {m['reencode']['psnr']:.2f} | {m['latent_bicubic']['psnr']:.2f} | {m['latent_bislerp']['psnr']:.2f} "
-                f"| {m['ceiling']['psnr']:.2f} | {s['lua_minus_pixel_bicubic_db']:+.2f} dB | " + " | ".join(marks) + " |"
+                f"| {m['ceiling']['psnr']:.2f} | {s['lua_minus_pixel_bicubic_db']:+.2f} dB | " + " | ".join(marks) + f" | {before} |"
             )
     head = (
         f"PSNR (dB) / SSIM against the HR image on {q['n_images']} held-out images (never trained on), from "
@@ -167,6 +170,31 @@ def stage_text(stages) -> str:
     return ",".join(str(v) for v in stages) if isinstance(stages, list) else str(stages)
 
 
+def cost_section() -> str:
+    rows = []
+    for name in ("cost-cpu.json", "cost-cuda.json"):
+        c = load(name)
+        if c is None:
+            continue
+        rows.append(
+            f"| {c['device']} ({c['threads']} threads, {c['dtype']}) | {c['v2_x2_s']:.3f} s | {c['v1_x2_s']:.3f} s "
+            f"| {c['sdxl_vae_decode_s']:.3f} s | {c['v2_share_of_decode']:.1%} | {c['v1_share_of_decode']:.1%} "
+            f"| <= {c['target_v2_share']:.0%}: {'met' if c['target_met'] else '**missed**'} |"
+        )
+    if not rows:
+        return "_No cost report yet: run `python bench/cost.py`._"
+    head = (
+        "x2 of a 1x4x64² SDXL latent (1024² px once decoded), from `bench/results/cost-*.json` (`bench/cost.py`): the "
+        "bundled v2 model (tiny decode, bicubic, tiny encode, residual), the v1 network it replaced, and the full "
+        "SDXL VAE decoder at the output size (diffusers' AutoencoderKL layout, random weights), timed in one run."
+    )
+    table = [
+        "| machine | v2 x2 | v1 x2 | SDXL VAE decode | v2 / decode | v1 / decode | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    return "\n".join([head, "", *table, *rows])
+
+
 def models_section() -> str:
     from safetensors import safe_open
 
@@ -177,6 +205,17 @@ def models_section() -> str:
             keys = [k for k in f.keys() if not k.endswith(("attn_mask", "relative_position_index"))]
             n = sum(_numel(f.get_slice(k).get_shape()) for k in keys)
         prov = json.loads(meta.get("lua.provenance", "{}"))
+        if meta.get("lua.arch") == "reencode_residual":
+            prior = json.loads(meta["lua.prior"])
+            rows.append(
+                f"| `{path.name}` | {meta.get('lua.family')} | {', '.join('x' + str(s) for s in json.loads(meta['lua.scales']))} | "
+                f"{n / 1e6:.2f} M ({prior['autoencoder']} prior included) | {path.stat().st_size / 1e6:.1f} MB | "
+                f"v2: {prov.get('trained_steps')} steps, {prov.get('train_minutes')} min on {prov.get('hardware')}, "
+                f"{prov.get('tiles')} tiles from {' + '.join(prov.get('data', []))}, {prov.get('date', '')}"
+                + (f"; {', '.join(prov['residual_disabled'])}: prior only" if prov.get("residual_disabled") else "")
+                + " |"
+            )
+            continue
         rows.append(
             f"| `{path.name}` | {meta.get('lua.family')} | {', '.join('x' + str(s) for s in json.loads(meta['lua.scales']))} | "
             f"{n / 1e6:.2f} M | {path.stat().st_size / 1e6:.1f} MB | {prov.get('steps', '?')} steps ({stage_text(prov.get('stage_steps', ''))}), "
@@ -203,6 +242,7 @@ def replace(path: Path, name: str, body: str) -> None:
 def main() -> None:
     replace(ROOT / "README.md", "perf", perf_section())
     replace(ROOT / "README.md", "quality", quality_section())
+    replace(ROOT / "README.md", "cost", cost_section())
     replace(ROOT / "models" / "README.md", "models", models_section())
     replace(ROOT / "models" / "README.md", "quality", quality_section(short=True).replace("docs/", "../docs/"))
     print("updated README.md and models/README.md")

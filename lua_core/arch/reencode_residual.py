@@ -140,8 +140,15 @@ class ReencodeResidual(nn.Module):
     context = 24
 
     def progress_modules(self) -> list[nn.Module]:
-        """Modules whose every forward call is one unit of progress (and a chance to cancel)."""
-        return [*self.prior.decoder[3:], *self.prior.encoder, *self.trunk]
+        """Modules whose every forward call is one unit of progress (and a chance to cancel): each conv of the
+        prior (a block at full pixel resolution takes seconds on a CPU) and each residual block."""
+        convs = [m for m in self.prior.modules() if isinstance(m, nn.Conv2d)]
+        return [*convs, *self.trunk]
+
+    def max_auto_tile(self, device_type: str) -> int | None:
+        """Largest automatic tile: on a CPU one prior conv at 64-pixel tiles (x2: 1024 px out) takes ~2 s, so
+        Cancel answers within seconds; GPUs take whatever fits in memory."""
+        return 64 if device_type == "cpu" else None
 
     def activation_bytes(self, scale: int, elem: int) -> int:
         """Rough peak bytes per input latent pixel of one image: the prior's pixel-resolution activations dominate."""
@@ -182,26 +189,15 @@ class ReencodeResidual(nn.Module):
         x = x + self.trunk(x)
         return F.pixel_shuffle(self.heads[f"x{scale}"](x), scale)
 
-    def upscale_scaled(self, zs: torch.Tensor, scale: int, size: tuple[int, int] | None = None) -> torch.Tensor:
-        """Scaled unpacked latent [B, c, h, w] -> upscaled scaled latent (head `scale`; prior at `size` if given).
-
-        `size` (latent pixels, at most h*scale x w*scale) lets a non-integer factor compute the prior directly at
-        the target size; the residual, made at h*scale, is then resized to it.
-        """
+    def upscale_scaled(self, zs: torch.Tensor, scale: int) -> torch.Tensor:
+        """Scaled unpacked latent [B, c, h, w] -> upscaled scaled latent [B, c, h*scale, w*scale]."""
         pixels = self.prior.decode(zs)
         h, w = zs.shape[-2:]
-        out_size = size or (h * scale, w * scale)
-        prior = self.prior(pixels, (out_size[0] * PIXEL_FACTOR, out_size[1] * PIXEL_FACTOR))
-        full = prior if size is None else self.prior(pixels, (h * scale * PIXEL_FACTOR, w * scale * PIXEL_FACTOR))
-        res = self.residual(zs, full, pixels, scale)
-        if size is not None and tuple(size) != (h * scale, w * scale):
-            res = F.interpolate(res, size=size, mode="bicubic", antialias=True, align_corners=False)
-        return prior + res
+        prior = self.prior(pixels, (h * scale * PIXEL_FACTOR, w * scale * PIXEL_FACTOR))
+        return prior + self.residual(zs, prior, pixels, scale)
 
-    def forward(self, raw: torch.Tensor, scale: int, size: tuple[int, int] | None = None) -> torch.Tensor:
-        """Raw latent -> raw latent upscaled by head `scale` (or to `size` latent pixels, computed by that head)."""
+    def forward(self, raw: torch.Tensor, scale: int) -> torch.Tensor:
+        """Raw latent (as ComfyUI holds it) -> raw latent upscaled by head `scale`."""
         if f"x{scale}" not in self.heads:
             raise KeyError(f"no x{scale} head; this model has {', '.join(self.heads)}")
-        if size is not None and self.config.patch > 1:
-            size = (size[0] * self.config.patch, size[1] * self.config.patch)
-        return self.to_raw(self.upscale_scaled(self.to_scaled(raw), scale, size))
+        return self.to_raw(self.upscale_scaled(self.to_scaled(raw), scale))

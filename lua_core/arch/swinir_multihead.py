@@ -441,6 +441,10 @@ class SwinIRMultiHead(nn.Module):
         """Modules whose every forward call is one unit of progress (and a chance to cancel)."""
         return [block for layer in self.layers for block in layer.residual_group.blocks]
 
+    def max_auto_tile(self, device_type: str) -> int | None:
+        """No cap beyond memory: a transformer block is a fraction of a second even on a CPU."""
+        return None
+
     def activation_bytes(self, scale: int, elem: int) -> int:
         """Rough peak bytes per input latent pixel of one image (measured peaks stay below it)."""
         cfg = self.config

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from ..checkpoint import sha256_file
 from ..data_split import scan_images, split_images
+from ..fileio import atomic_write, read_safetensors_header, update_digest
 from ..imaging import bicubic_resize, load_rgb, to_tensor
 from ..tiny_ae import TinyAutoencoder
 from .config import TrainConfig
@@ -110,17 +111,13 @@ def cache_key(cfg: TrainConfig, images: list[Path], ae: TinyAutoencoder) -> str:
     for p in images:
         h.update(f"{p.relative_to(root).as_posix()}:{sha256_file(p)}".encode())
     for part in (ae.encoder, ae.decoder):
-        for k, v in part.state_dict().items():  # the bytes, not a float sum (which varies with the thread count)
-            h.update(k.encode())
-            h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        update_digest(h, part.state_dict().items())  # the bytes, not a float sum (which varies with the thread count)
     return h.hexdigest()[:16]
 
 
 def write_shard(tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Write one shard atomically: tensors keyed by KEYS, first dimension = tile."""
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: tensors[k].contiguous() for k in KEYS}, str(tmp))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file({k: tensors[k].contiguous() for k in KEYS}, tmp))
 
 
 class _ShardWriter:
@@ -209,9 +206,7 @@ def build_cache(cfg: TrainConfig, ae: TinyAutoencoder, cache_dir: Path, progress
         "counts": {"train": train.count, "val": val.count, "synthetic": cfg.synthetic_tiles},
         "shards": {"train": train.shards, "val": val.shards},
     }
-    tmp = index_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, index_path)
+    atomic_write(index_path, lambda tmp: Path(tmp).write_text(json.dumps(index, indent=1)))
     progress(f"latent cache: {train.count} train / {val.count} val tiles written to {cache_dir}")
     return index
 
@@ -228,10 +223,7 @@ class ShardRows:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(n))
-        self.base = 8 + n
+        header, self.base = read_safetensors_header(path)
         self.meta = {k: v for k, v in header.items() if k != "__metadata__"}
         self.rows = self.meta["hr_px"]["shape"][0]
         self.file = None

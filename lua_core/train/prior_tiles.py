@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from torch.utils.data import Dataset
 
 from ..arch.reencode_residual import PIXEL_FACTOR, ReencodeResidual
 from ..data_split import scan_images, split_images
+from ..fileio import atomic_write, update_digest
 from ..imaging import bicubic_resize, load_rgb, to_tensor
 from .data import synthetic_smooth_tile
 
@@ -53,13 +53,13 @@ def list_training_images(spec: TileSpec) -> list[Path]:
 
 
 def cache_key(spec: TileSpec, images: list[Path], net: ReencodeResidual) -> str:
-    """Content key: tile settings, image bytes and the prior's weights (never mtimes)."""
-    h = hashlib.sha256(json.dumps([CACHE_VERSION, spec.__dict__, net.config.to_json()], sort_keys=True).encode())
+    """Content key: tile settings, image bytes, the prior's config and weights (never mtimes)."""
+    cfg = net.config  # only what changes the cached tensors: the residual's shape and inputs do not
+    prior = [cfg.channels, cfg.patch, cfg.scale_factor, cfg.shift_factor, list(cfg.scales), cfg.resize]
+    h = hashlib.sha256(json.dumps([CACHE_VERSION, spec.__dict__, prior], sort_keys=True).encode())
     for p in images:
         h.update(hashlib.sha256(p.read_bytes()).digest())
-    for k, v in net.prior.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().contiguous().view(torch.uint8).numpy().tobytes())
+    update_digest(h, net.prior.state_dict().items())
     return h.hexdigest()[:16]
 
 
@@ -82,13 +82,14 @@ def encode_tile(net: ReencodeResidual, hr: torch.Tensor) -> dict[str, torch.Tens
     """One HR tile [1, 3, S, S] -> the cached tensors (scaled, unpacked latents; pixels as uint8)."""
     s = hr.shape[-1]
     out = {"hr": (hr[0] * 255 + 0.5).to(torch.uint8)}
+    hr = hr.to(next(net.parameters()).device)
     for scale in net.config.scales:
         lr = bicubic_resize(hr, (s // scale, s // scale)).clamp(0, 1)
         zs = net.prior.encoder(lr)
         pixels = net.prior.decode(zs)
-        out[f"z{scale}"] = zs[0]
-        out[f"pix{scale}"] = pixels[0]
-        out[f"prior{scale}"] = net.prior(pixels, (s, s))[0]
+        out[f"z{scale}"] = zs[0].cpu()
+        out[f"pix{scale}"] = pixels[0].cpu()
+        out[f"prior{scale}"] = net.prior(pixels, (s, s))[0].cpu()
     return out
 
 
@@ -112,9 +113,9 @@ def build_tiles(spec: TileSpec, net: ReencodeResidual, cache_dir: Path, say=prin
             say(f"  {i + 1}/{len(tiles)} tiles")
     stacked = {k: torch.stack(v).contiguous() for k, v in rows.items()}
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    save_file(stacked, str(tmp), metadata={"images": str(len(images)), "tiles": str(len(tiles))})
-    os.replace(tmp, path)
+    atomic_write(
+        path, lambda tmp: save_file(stacked, tmp, metadata={"images": str(len(images)), "tiles": str(len(tiles))})
+    )
     return stacked
 
 
@@ -144,7 +145,9 @@ class TileCrops(Dataset):
         f = PIXEL_FACTOR * s
         return {
             "z": self.t[f"z{s}"][i, :, y : y + k, x : x + k],
-            "pix": self.t[f"pix{s}"][i, :, y * PIXEL_FACTOR : (y + k) * PIXEL_FACTOR, x * PIXEL_FACTOR : (x + k) * PIXEL_FACTOR],
+            "pix": self.t[f"pix{s}"][
+                i, :, y * PIXEL_FACTOR : (y + k) * PIXEL_FACTOR, x * PIXEL_FACTOR : (x + k) * PIXEL_FACTOR
+            ],
             "prior": self.t[f"prior{s}"][(i, slice(None), *lat)],
             "hr": self.t["hr"][i, :, y * f : (y + k) * f, x * f : (x + k) * f].float() / 255,
         }

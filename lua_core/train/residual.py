@@ -1,7 +1,7 @@
 """Training a v2 model: only the residual learns; the re-encode prior is frozen and precomputed per tile.
 
     python -m lua_core train-v2 --family sdxl --data ../shared/data/train ../shared/data/photos \
-        --vae-approx ../shared/vae_approx --run-dir runs/v2-sdxl --minutes 20 --export models/lua-sdxl-v2.safetensors
+        --vae-approx ../shared/vae_approx --run-dir runs/v2-sdxl --steps 1200 --export runs/v2-sdxl.safetensors
 
 Each step trains one head (the scales take turns) on a batch of random crops: the residual network
 sees the crop's latent, prior and decoded pixels; the loss is L1 between the tiny decoder's output of
@@ -27,10 +27,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Sampler
 
 from ..arch.reencode_residual import PIXEL_FACTOR, ReencodeResidual
+from ..devices import cpu_has_native_bf16
 from ..families import get_family
+from ..fileio import atomic_write
 from ..model import LUAModel, new_v2_model
 from .prior_tiles import TileCrops, TileSpec, build_tiles
-from .trainer import cpu_has_native_bf16
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,9 @@ class ResidualTrainConfig:
     context: int = 4  # output latent pixels around the window on each side that f sees (divisible by the scales)
     batch: int = 8
     lr: float = 5e-4
-    steps: int = 600  # length of the cosine schedule (runs may also stop early by --minutes)
+    steps: int = 600  # length of the cosine schedule; 0 = the schedule spans `minutes` of training time instead
     minutes: float = 0.0  # stop once the run (all invocations together) has trained this long; 0 = until `steps`
+    device: str = "auto"  # auto = cuda when available, else cpu
     amp: str = "auto"  # bf16 autocast of the decoder pass: auto = on CUDA and on CPUs with native bf16
     ema: float = 0.99
     grad_clip: float = 1.0
@@ -117,21 +119,30 @@ class ResidualTrainer:
         torch.manual_seed(cfg.seed)
         self.model = new_v2_model(get_family(cfg.family), cfg.scales, cfg.width, cfg.blocks, cfg.inputs, cfg.vae_approx)
         self.net: ReencodeResidual = self.model.net
+        self.device = torch.device(cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+        self.net.to(self.device)
         self.run_dir = Path(cfg.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.params = [p for p in self.net.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))
-        )
-        self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=False)
         self.step = 0
         self.seconds = 0.0
-        use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and cpu_has_native_bf16())
-        self.amp = torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16 else nullcontext()
+        if not cfg.steps and not cfg.minutes:
+            raise ValueError("give --steps (schedule length) or --minutes (a time budget the schedule spans)")
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self.lr_factor)
+        self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=False)
+        native = self.device.type == "cuda" or cpu_has_native_bf16()
+        use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and native)
+        self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
         tiles = build_tiles(cfg.spec(), self.net, Path(cfg.cache_dir or self.run_dir / "cache"), say)
         self.n_tiles = tiles["hr"].shape[0]
         self.crops = {s: TileCrops(tiles, s, crop_latent(cfg, s), cfg.seed) for s in cfg.scales}
+
+    def lr_factor(self, step: int) -> float:
+        """Cosine decay over `steps`, or over `minutes` of training time when steps is 0 (time-budgeted runs)."""
+        cfg = self.cfg
+        done = min(step, cfg.steps) / cfg.steps if cfg.steps else min(1.0, self.seconds / (cfg.minutes * 60))
+        return 0.5 * (1 + math.cos(math.pi * done))
 
     # ------------------------------------------------------------------ state
 
@@ -151,9 +162,7 @@ class ResidualTrainer:
             "opt": self.opt.state_dict(),
             "sched": self.sched.state_dict(),
         }
-        tmp = self.state_path.with_name("state.pt.partial")
-        torch.save(state, tmp)
-        os.replace(tmp, self.state_path)
+        atomic_write(self.state_path, lambda tmp: torch.save(state, tmp))
 
     def load_state(self) -> None:
         """Continue exactly where state.pt left off."""
@@ -178,7 +187,7 @@ class ResidualTrainer:
         """One optimiser step on the head whose turn it is."""
         cfg = self.cfg
         scale = cfg.scales[self.step % len(cfg.scales)]
-        batch = next(streams[scale])
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in next(streams[scale]).items()}
         loss = pixel_loss(self.net, batch, scale, cfg, self.amp)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -192,7 +201,7 @@ class ResidualTrainer:
     def run(self, until_step: int | None = None) -> None:
         """Train until `steps` (or `until_step`) or `minutes` of training in all; state saved every `save_every` steps."""
         cfg = self.cfg
-        last = min(cfg.steps, until_step or cfg.steps)
+        last = min(cfg.steps or 1 << 62, until_step or 1 << 62)
         if self.step >= last or (cfg.minutes and self.seconds >= cfg.minutes * 60):
             return
         streams = {s: self.batches(s) for s in cfg.scales}
@@ -228,7 +237,9 @@ class ResidualTrainer:
             "data": [Path(d).name for d in self.cfg.data],
             "tiles": self.n_tiles,
             "batch": self.cfg.batch,
-            "hardware": f"{torch.get_num_threads()} CPU threads" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
+            "hardware": f"{torch.get_num_threads()} CPU threads"
+            if not torch.cuda.is_available()
+            else torch.cuda.get_device_name(),
             "date": time.strftime("%Y-%m-%d"),
             **({"note": note} if note else {}),
         }
@@ -239,8 +250,12 @@ class ResidualTrainer:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `train-v2` on the CLI's subcommands."""
-    p = subparsers.add_parser("train-v2", help="train a v2 model (re-encode prior + residual)", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "train-v2",
+        help="train a v2 model (re-encode prior + residual)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--family", required=True)
     p.add_argument("--data", nargs="+", required=True, help="image folders (each keeps its own held-out split)")
     for f in fields(ResidualTrainConfig):
@@ -252,7 +267,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         else:
             p.add_argument("--" + f.name.replace("_", "-"), type=kind)
     p.add_argument(
-        "--resume", action="store_true", help="continue the run in --run-dir (its config wins, except --minutes/--steps)"
+        "--resume",
+        action="store_true",
+        help="continue the run in --run-dir (its config wins, except --minutes/--steps)",
     )
     p.add_argument("--export", default="", help="write the trained model here when the run stops")
     p.add_argument("--note", default="")
@@ -262,7 +279,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run_cli(args: argparse.Namespace) -> int:
     """`python -m lua_core train-v2`."""
-    given = {f.name: getattr(args, f.name) for f in fields(ResidualTrainConfig) if getattr(args, f.name, None) is not None}
+    given = {
+        f.name: getattr(args, f.name) for f in fields(ResidualTrainConfig) if getattr(args, f.name, None) is not None
+    }
     given["data"] = tuple(given["data"])
     cfg = ResidualTrainConfig(**given)
     state = Path(cfg.run_dir) / "state.pt"

@@ -27,8 +27,10 @@ from tqdm import tqdm
 from ..arch.swinir_multihead import SwinIRMultiHead
 from ..baselines import resize_latent
 from ..checkpoint import ModelInfo, save_safetensors
+from ..devices import cpu_has_native_bf16
 from ..engine import pad_to_multiple
 from ..families import get_family
+from ..fileio import atomic_write, update_digest
 from ..imaging import bicubic_resize
 from ..metrics import psnr
 from ..tiny_ae import TinyAutoencoder, load_tiny_autoencoder
@@ -149,16 +151,6 @@ def gradient_shares(terms: dict[str, torch.Tensor], params: list[nn.Parameter]) 
     return {k: round(v / total, 5) for k, v in norms.items()}
 
 
-def cpu_has_native_bf16() -> bool:
-    """True on x86 CPUs with AMX or AVX-512 bf16 (bf16 autocast is slower than fp32 elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def autocast_for(cfg: TrainConfig, device: torch.device):
     """Mixed-precision context for the forward pass."""
     mode = cfg.amp
@@ -172,9 +164,7 @@ def autocast_for(cfg: TrainConfig, device: torch.device):
 def state_checksum(module: nn.Module) -> str:
     """sha256 over every tensor of a state dict (replica comparison)."""
     h = hashlib.sha256()
-    for k, v in module.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    update_digest(h, module.state_dict().items())
     return h.hexdigest()
 
 
@@ -191,8 +181,6 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.family = get_family(cfg.family)
-        if not self.family.supported:
-            raise ValueError(self.family.unsupported_reason)
         device = self.dist.device
         self.ae: TinyAutoencoder = load_tiny_autoencoder(
             self.family, [cfg.vae_approx] if cfg.vae_approx else [], device
@@ -319,9 +307,7 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "config": self.cfg.to_dict(),
         }
-        tmp = self.state_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.state_path)
+        atomic_write(self.state_path, lambda tmp: torch.save(state, tmp))
 
     # ------------------------------------------------------------------ one step
 
