@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 CONFIGS = {
     "official-flux": {},  # LUAConfig() defaults = the released LUA-FLUX network
-    "small": dict(  # the bundled models' network (models/lua-*-small.safetensors)
+    "small": dict(  # the v1 bundled models' network (models/lua-*-small.safetensors until 2026-11-28)
         input_skip="bicubic",
         in_chans=4,
         out_chans=4,

@@ -28,22 +28,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from bench_engine import CONFIGS  # noqa: E402
+
 from lua_core import LUAConfig, ModelInfo, SwinIRMultiHead, load_model, upscale_latent  # noqa: E402
 from lua_core.model import LUAModel  # noqa: E402
 
 TARGET_SHARE = {"cpu": 0.15, "cuda": 0.05}
-V1_SDXL = LUAConfig(  # the shapes of the v1 lua-sdxl-small (replaced by the v2 file on 2026-11-28)
-    in_chans=4,
-    out_chans=4,
-    embed_dim=64,
-    depths=(4, 4, 4, 4),
-    num_heads=(2, 2, 2, 2),
-    window_size=8,
-    img_size=16,
-    head_num_feat=64,
-    scales=(2, 4),
-    input_skip="bicubic",
-)
+V1_SDXL = LUAConfig(**CONFIGS["small"])  # the v1 lua-sdxl-small shapes (replaced by the v2 file on 2026-11-28)
 
 
 def sdxl_decoder(device: torch.device, dtype: torch.dtype) -> tuple[torch.nn.Module, str]:
