@@ -201,7 +201,7 @@ class LUALatentUpscale(io.ComfyNode):
                     "the largest tile that fits in free memory; on out-of-memory the tile is halved automatically. "
                     "Other values are rounded to what the model allows (the log says so): v1 models round down to "
                     "whole attention windows, at least 4 (32 for window 8, 64 for lua_flux); v2 models take at "
-                    "least 32.",
+                    "least 48.",
                     **newer_fields(io.Int.Input, advanced=True),
                 ),
             ],
