@@ -129,3 +129,21 @@ def test_tiled_and_untiled_decode_alike_through_the_prior(image, scale):
     # a seam is a line: no pixel row or column of the difference may average more than 1/255
     diff = (a - b).abs().mean(1)[0]
     assert max(diff.mean(0).max().item(), diff.mean(1).max().item()) <= 1 / 255
+
+
+def test_training_warm_starts_from_a_shipped_residual(tmp_path):
+    from conftest import TRAIN_IMAGES
+
+    from lua_core.train.residual import ResidualTrainConfig, ResidualTrainer
+
+    shipped = randomised_residual(new_v2_model(get_family("sd1"), width=8, blocks=1, vae_approx=VAE_APPROX))
+    shipped.save(tmp_path / "shipped.safetensors")
+    cfg = ResidualTrainConfig(
+        family="sd1", data=(str(TRAIN_IMAGES),), vae_approx=str(VAE_APPROX), run_dir=str(tmp_path / "run"),
+        width=8, blocks=1, images_per_folder=1, synthetic_tiles=0, init_from=str(tmp_path / "shipped.safetensors"),
+    )
+    trainer = ResidualTrainer(cfg, say=lambda _: None)
+    for k, v in shipped.net.state_dict().items():
+        assert torch.equal(trainer.net.state_dict()[k], v), k
+    with pytest.raises(ValueError, match="does not match this run's"):
+        ResidualTrainer(ResidualTrainConfig(**{**cfg.__dict__, "width": 16}), say=lambda _: None)

@@ -59,6 +59,7 @@ class ResidualTrainConfig:
     steps: int = 600  # length of the cosine schedule; 0 = the schedule spans `minutes` of training time instead
     minutes: float = 0.0  # stop once the run (all invocations together) has trained this long; 0 = until `steps`
     device: str = "auto"  # auto = cuda when available, else cpu
+    init_from: str = ""  # a v2 .safetensors of the same family and shape: start from its residual (warm start)
     amp: str = "auto"  # bf16 autocast of the decoder pass: auto = on CUDA and on CPUs with native bf16
     ema: float = 0.99
     grad_clip: float = 1.0
@@ -119,6 +120,8 @@ class ResidualTrainer:
         torch.manual_seed(cfg.seed)
         self.model = new_v2_model(get_family(cfg.family), cfg.scales, cfg.width, cfg.blocks, cfg.inputs, cfg.vae_approx)
         self.net: ReencodeResidual = self.model.net
+        if cfg.init_from:
+            self.warm_start(cfg.init_from)
         self.device = torch.device(cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
         self.net.to(self.device)
         self.run_dir = Path(cfg.run_dir)
@@ -137,6 +140,17 @@ class ResidualTrainer:
         tiles = build_tiles(cfg.spec(), self.net, Path(cfg.cache_dir or self.run_dir / "cache"), say)
         self.n_tiles = tiles["hr"].shape[0]
         self.crops = {s: TileCrops(tiles, s, crop_latent(cfg, s), cfg.seed) for s in cfg.scales}
+
+    def warm_start(self, path: str) -> None:
+        """Copy the residual of a shipped v2 file (same family and shape) into this run's network."""
+        from ..model import load_model
+
+        other = load_model(path)
+        if other.info.arch != ReencodeResidual.ARCH or other.config != self.net.config:
+            raise ValueError(f"--init-from {path}: {other.info.title()} does not match this run's {self.model.info.title()}")
+        residual = {k: v for k, v in other.net.state_dict().items() if not k.startswith("prior.")}
+        self.net.load_state_dict(residual, strict=False)
+        self.say(f"residual initialised from {path}")
 
     def lr_factor(self, step: int) -> float:
         """Cosine decay over `steps`, or over `minutes` of training time when steps is 0 (time-budgeted runs)."""
