@@ -29,7 +29,8 @@ def one_stage(args: argparse.Namespace) -> dict:
     import torch
 
     from lua_core.train.config import PRESETS, TrainConfig
-    from lua_core.train.trainer import Trainer, autocast_for
+    from lua_core.train.optim import autocast_for
+    from lua_core.train.trainer import Trainer
 
     values = {**PRESETS[args.preset], "data": args.data, "family": args.family, "vae_approx": args.vae_approx}
     values.update(run_dir=args.run_dir, cache_dir=args.cache_dir, val_fraction=0.0, stage_steps="1000,1000,1000")

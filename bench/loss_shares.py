@@ -27,7 +27,9 @@ def main() -> None:
     import torch
 
     from lua_core.train.config import TrainConfig
-    from lua_core.train.trainer import STAGE_NAMES, Trainer, gradient_shares
+    from lua_core.train.optim import gradient_shares
+    from lua_core.train.schedule import STAGE_NAMES
+    from lua_core.train.trainer import Trainer
 
     torch.manual_seed(0)
     report = {"benchmark": "loss-shares", "date": time.strftime("%Y-%m-%d"), "command": "bench/loss_shares.py"}

@@ -90,7 +90,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
         "changes": {k: list(v) if isinstance(v, tuple) else v for k, v in VARIANTS[name].items()},
         "params": sum(p.numel() for p in model.net.parameters()),
         "steps": trainer.step,
-        "fitted_stage_steps": list(trainer.cfg.stage_steps),
+        "fitted_stage_steps": list(trainer.stages),
         "cpu_minutes": round(cpu / 60, 2),
         "scores": scores,
     }

@@ -27,7 +27,7 @@ from .arch.reencode_residual import ReencodeResidual, ReencodeResidualConfig
 from .arch.swinir_multihead import FLUX_OFFICIAL_CONFIG, LUAConfig, SwinIRMultiHead, shift_window_mask
 from .errors import CheckpointError
 from .families import FAMILIES, LatentFamily, describe_channels, families_with_channels, get_family
-from .fileio import atomic_write
+from .fileio import atomic_write, names_look_like_lua
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +189,7 @@ def identify_foreign(sd: dict[str, torch.Tensor]) -> str | None:
         rx = re.compile(pattern)
         return any(rx.search(k) for k in keys)
 
-    if has(r"^prior\.decoder\.1\.weight$") and has(r"^heads\.x\d+\.weight$") and has(r"^stems\.x\d+\.weight$"):
-        return None  # a v2 model (re-encode prior + residual)
-    lua = has(r"^heads\.x\d+\.conv_last\.weight$") and "conv_first.weight" in keys
-    if lua and has(r"^layers\.\d+\.residual_group\.blocks\.\d+\.attn\.qkv\.weight$"):
+    if names_look_like_lua("\n".join(keys), whole_names=True):
         return None
     if (
         "conv_first.weight" in keys

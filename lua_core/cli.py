@@ -320,7 +320,8 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (or resume, or export) a run."""
     from .train.config import config_from_args
-    from .train.trainer import Trainer, config_with_resume
+    from .train.state import config_with_resume
+    from .train.trainer import Trainer
 
     cfg = config_from_args(args)
     if args.resume:

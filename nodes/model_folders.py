@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import zipfile
 
 FOLDER_KEY = "lua"
@@ -80,17 +79,14 @@ def _files(key: str) -> dict[str, str]:
     return found
 
 
-# tensor names only a LUA network has (lua_core.checkpoint.identify_foreign has the full rule)
-_LUA_NAMES = (
-    (re.compile(rb"heads\.x\d+\.conv_last\.weight"), re.compile(rb"conv_first\.weight")),  # v1, official LUA-FLUX
-    (re.compile(rb"stems\.x\d+\.weight"), re.compile(rb"prior\.decoder\.")),  # v2 (re-encode prior + residual)
-)
 _PICKLE_SCAN = 16 << 20  # a state dict's pickle (key names and storage references) is far smaller
 _lua_file_cache: dict[str, tuple[int, int, bool]] = {}
 
 
 def _names_look_like_lua(blob: bytes) -> bool:
-    return any(all(rx.search(blob) for rx in rule) for rule in _LUA_NAMES)
+    from ..lua_core.fileio import names_look_like_lua
+
+    return names_look_like_lua(blob.decode("latin-1"))  # latin-1: every byte maps to one character
 
 
 def _read_lua_evidence(path: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import struct
 
@@ -11,7 +12,7 @@ import torch
 from conftest import make_model
 from safetensors.torch import save_file
 
-from lua_core.fileio import HeaderError, atomic_write, read_safetensors_header, update_digest
+from lua_core.fileio import HeaderError, atomic_write, names_look_like_lua, read_safetensors_header, update_digest
 
 
 def test_atomic_write_replaces_the_file_in_one_step(tmp_path):
@@ -60,8 +61,8 @@ def test_header_reader_names_what_is_wrong(tmp_path, content, message):
 
 
 def test_digest_equals_the_trainers_state_checksum():
-    # so lua_core/train/trainer.py (state_checksum) and train/data.py (cache_key) can switch to it unchanged
-    from lua_core.train.trainer import state_checksum
+    # so lua_core/train/distributed.py (state_checksum) and train/data.py (cache_key) can switch to it unchanged
+    from lua_core.train.distributed import state_checksum
 
     net = make_model().net
     h = hashlib.sha256()
@@ -70,3 +71,15 @@ def test_digest_equals_the_trainers_state_checksum():
     other = hashlib.sha256()
     update_digest(other, make_model(seed=1).net.state_dict().items())
     assert other.hexdigest() != h.hexdigest()
+
+
+def test_lua_key_signatures_tell_lua_from_other_state_dicts():
+    """One rule for "is this LUA": whole key lists (checkpoint loading) and raw headers (folder listing) agree."""
+    v1 = ["conv_first.weight", "heads.x2.conv_last.weight", "layers.0.residual_group.blocks.0.attn.qkv.weight"]
+    v2 = ["prior.decoder.1.weight", "stems.x2.weight", "heads.x2.weight", "trunk.0.conv1.weight"]
+    pixel_swinir = ["conv_first.weight", "conv_last.weight", "layers.0.residual_group.blocks.0.attn.qkv.weight"]
+    prefixed_v2 = ["model." + k for k in v2]
+    for keys, lua in ((v1, True), (v2, True), (pixel_swinir, False), (v1[:2], False)):
+        assert names_look_like_lua("\n".join(keys), whole_names=True) is lua, keys
+        assert names_look_like_lua(json.dumps(dict.fromkeys(keys, {}))) is lua, keys  # a safetensors header
+    assert not names_look_like_lua("\n".join(prefixed_v2), whole_names=True)  # whole names only

@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import fields
+from dataclasses import FrozenInstanceError, fields
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,10 @@ from lua_core.metrics import psnr
 from lua_core.tiny_ae import load_tiny_autoencoder
 from lua_core.train.config import TrainConfig
 from lua_core.train.data import ALIGN, cache_key
-from lua_core.train.trainer import MultiHead, Trainer, config_with_resume, gradient_shares
+from lua_core.train.optim import gradient_shares
+from lua_core.train.schedule import FIT_AFTER_STEPS
+from lua_core.train.state import config_with_resume
+from lua_core.train.trainer import MultiHead, Trainer
 
 pytestmark = pytest.mark.skipif(not TRAIN_IMAGES.is_dir() or not VAE_APPROX.is_dir(), reason="needs ../shared")
 
@@ -127,6 +130,40 @@ def test_resume_continues_exactly(few_images, cache_dir, tmp_path):
     wa = load_model(whole / "lua-sdxl.safetensors").net.state_dict()
     wb = load_model(split / "lua-sdxl.safetensors").net.state_dict()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_config_is_frozen_and_a_time_budget_fit_lives_in_the_trainer(few_images, cache_dir, tmp_path):
+    run = tmp_path / "run"
+
+    def cfg_of(**kw) -> TrainConfig:
+        return make_cfg(few_images, run, cache_dir, stage_steps="40,10,50", fit_minutes=1.0, **kw)
+
+    cfg = cfg_of()
+    with pytest.raises(FrozenInstanceError):
+        cfg.stage_steps = (1, 1, 1)
+    trainer = Trainer(cfg, say=lambda m: None)
+    trainer.step = FIT_AFTER_STEPS
+    # 0.5 s/step after 15 s: 30 + (0.92 * 60 s - 15 s) / 0.5 = 110.4 steps fit, so every stage x1.104
+    assert trainer._fit_schedule(sec_per_step=0.5, elapsed=15.0) == 110
+    assert trainer.stages == (44, 11, 55) and trainer.total_steps == 110
+    assert trainer.cfg is cfg and cfg == cfg_of() and cfg.stage_steps == (40, 10, 50)
+    assert trainer.sched.lr_lambdas[0](44 + 6) == cfg.lr_gamma  # the LR milestones follow the fitted stage II
+
+    trainer.save_state()
+    state = torch.load(run / "state.pt", map_location="cpu", weights_only=True)
+    assert state["stages"] == [44, 11, 55] and tuple(state["config"]["stage_steps"]) == (40, 10, 50)
+    resumed = Trainer(config_with_resume(cfg_of(), {}), resume=True, say=lambda m: None)
+    assert resumed.step == FIT_AFTER_STEPS and resumed.stages == (44, 11, 55)
+    assert resumed.cfg.stage_steps == (40, 10, 50)
+    asked = Trainer(config_with_resume(cfg_of(), {"stage_steps": "20,5,25"}), resume=True, say=lambda m: None)
+    assert asked.stages == (20, 5, 25), "stage steps given on --resume replace the saved schedule"
+
+    # state files from before the split kept the fitted schedule in their config and had no "stages"
+    del state["stages"]
+    state["config"]["stage_steps"] = (44, 11, 55)
+    torch.save(state, run / "state.pt")
+    old = Trainer(config_with_resume(cfg_of(), {}), resume=True, say=lambda m: None)
+    assert old.stages == (44, 11, 55) and old.cfg.stage_steps == (44, 11, 55)
 
 
 def test_two_process_gloo_ddp_ends_with_identical_replicas(few_images, cache_dir, tmp_path):

@@ -1,27 +1,61 @@
 #!/usr/bin/env bash
 # Train the bundled v2 models (re-encode prior + residual) on CPU, one family after another; resumable.
-#   bash tools/train_v2_models.sh [RUNS_DIR] [FAMILY ...]        (default: runs/ sdxl sd1 sd3 flux1 flux2)
-# 1. bench/input_variants.py trains both residual input variants on SDXL for the same steps and scores them
-#    on held-out images (bench/results/input-variants-sdxl.json); the winner's run continues to the full schedule.
-# 2. Every other family trains the winning variant from scratch (zero residual = the pixel route) for STEPS.
-# Each run keeps state.pt in RUNS_DIR/v2-<family>...: rerunning the script continues an interrupted run.
-# Exports go to RUNS_DIR/v2-<family>.safetensors; bench/quality.py decides whether one replaces models/.
+#   bash tools/train_v2_models.sh [RUNS_DIR] [FAMILY ...]                 first generation, from scratch
+#   CONTINUE=1 bash tools/train_v2_models.sh runs/v3 [FAMILY ...]         continue from the bundled files
+# (default families: sdxl sd1 sd3 flux1 flux2 / with CONTINUE: sdxl sd3 flux1 sd1 flux2)
+#
+# First generation (bf16 decoder pass, 100 images per folder, fixed steps; how the 2026-11-28 files were made):
+#   bench/input_variants.py trains both residual input variants on SDXL for the same steps and scores them on
+#   held-out images (bench/results/input-variants-sdxl.json); the winner's run continues; every other family
+#   trains the winner from scratch (zero residual = the pixel route) for STEPS.
+# CONTINUE=1 (the second run): per family, warm start from models/lua-<family>-small.safetensors, fp32, every
+#   training image of both folders, cosine over MINUTES of training (per family below), then
+#   tools/select_v2_heads.py zeroes heads that lose to the prior on held-out images 17-32,
+#   bench/quality.py reports images 1-16 with the old file's numbers beside (--previous), and
+#   tools/keep_if_better.py keeps the new file only if it beats the old one on every scale.
+# Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-runs}; shift || true
-FAMILIES=${*:-sdxl sd1 sd3 flux1 flux2}
 SHARED=${SHARED:-../shared}
-STEPS=${STEPS:-1200}
 PY=${PY:-python}
 DATA=("$SHARED/data/train" "$SHARED/data/photos")
+common=(--data "${DATA[@]}" --vae-approx "$SHARED/vae_approx" --inputs latent+prior+pixels)
+
+if [ "${CONTINUE:-0}" = 1 ]; then
+  mkdir -p "$RUNS"
+  [ -f "$RUNS/quality-before.json" ] || cp bench/results/quality.json "$RUNS/quality-before.json"
+  for fam in ${*:-sdxl sd3 flux1 sd1 flux2}; do
+    case $fam in sdxl|sd3) minutes=18;; flux1) minutes=16;; *) minutes=14;; esac
+    run="$RUNS/$fam"
+    start=(--init-from "models/lua-$fam-small.safetensors")
+    [ -f "$run/state.pt" ] && start=(--resume)
+    $PY -m lua_core train-v2 --family "$fam" "${common[@]}" --run-dir "$run" --cache-dir "$RUNS/cache-$fam" \
+        --steps 0 --minutes "${MINUTES:-$minutes}" --images-per-folder 0 --amp off \
+        --export "$RUNS/$fam.safetensors" --note "bundled v2 model, cpu (fp32 warm-start continuation)" "${start[@]}"
+    $PY tools/select_v2_heads.py --candidate "$RUNS/$fam.safetensors" --output "$RUNS/$fam-selected.safetensors"
+    cp "models/lua-$fam-small.safetensors" "$RUNS/$fam-before.safetensors"
+    cp "$RUNS/$fam-selected.safetensors" "models/lua-$fam-small.safetensors"
+    if $PY bench/quality.py --families "$fam" --limit 16 --update --previous "$RUNS/quality-before.json"; then
+      $PY tools/keep_if_better.py --family "$fam" --before-file "$RUNS/$fam-before.safetensors" \
+          --before-report "$RUNS/quality-before.json"
+    else
+      cp "$RUNS/$fam-before.safetensors" "models/lua-$fam-small.safetensors"
+      echo "bench/quality.py failed for $fam: the old file stays" >&2
+    fi
+  done
+  exit 0
+fi
+
+STEPS=${STEPS:-1200}
 [ -f bench/results/input-variants-sdxl.json ] || $PY bench/input_variants.py --family sdxl --steps "$STEPS" --compare-steps 200 --runs "$RUNS"
 WINNER=$($PY -c "import json; print(json.load(open('bench/results/input-variants-sdxl.json'))['winner'])")
-for fam in $FAMILIES; do
+for fam in ${*:-sdxl sd1 sd3 flux1 flux2}; do
   run="$RUNS/v2-$fam"
   [ "$fam" = sdxl ] && run="$RUNS/v2-sdxl-${WINNER//+/-}"
   resume=()
   [ -f "$run/state.pt" ] && resume=(--resume)
   $PY -m lua_core train-v2 --family "$fam" --data "${DATA[@]}" --vae-approx "$SHARED/vae_approx" \
-      --run-dir "$run" --cache-dir "$RUNS/cache-v2-$fam" --inputs "$WINNER" --steps "$STEPS" --minutes 0 \
+      --run-dir "$run" --cache-dir "$RUNS/cache-v2-$fam" --inputs "$WINNER" --steps "$STEPS" --minutes 0 --amp bf16 \
       --export "$RUNS/v2-$fam.safetensors" --note "bundled v2 model, cpu" "${resume[@]}"
 done

@@ -210,8 +210,7 @@ def models_section() -> str:
             rows.append(
                 f"| `{path.name}` | {meta.get('lua.family')} | {', '.join('x' + str(s) for s in json.loads(meta['lua.scales']))} | "
                 f"{n / 1e6:.2f} M ({prior['autoencoder']} prior included) | {path.stat().st_size / 1e6:.1f} MB | "
-                f"v2: {prov.get('trained_steps')} steps, {prov.get('train_minutes')} min on {prov.get('hardware')}, "
-                f"{prov.get('tiles')} tiles from {' + '.join(prov.get('data', []))}, {prov.get('date', '')}"
+                f"v2: {training_runs(prov)} on {prov.get('hardware')}, from {' + '.join(prov.get('data', []))}"
                 + (f"; {', '.join(prov['residual_disabled'])}: prior only" if prov.get("residual_disabled") else "")
                 + " |"
             )
@@ -222,6 +221,15 @@ def models_section() -> str:
             f"{prov.get('date', '')}{', from ' + prov['initialised_from'] if prov.get('initialised_from') else ''} |"
         )
     return "\n".join(rows)
+
+
+def training_runs(prov: dict) -> str:
+    """'700 steps (7.1 min, 216 tiles, 2026-11-28), then 2600 steps (...)': a warm-started file lists every run."""
+    runs, p = [], prov
+    while p:
+        runs.append(f"{p.get('trained_steps')} steps ({p.get('train_minutes')} min, {p.get('tiles')} tiles, {p.get('date', '')})")
+        p = p.get("continued_from")
+    return ", then ".join(reversed(runs))
 
 
 def _numel(shape) -> int:

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from ..arch.swinir_multihead import LUAConfig
 
 
-def _opt(default, help: str, **kw):
+def _opt(default: Any, help: str, **kw: Any) -> Any:
+    # the help text lives beside the field, so --help and the dataclass cannot drift apart
     return field(default=default, metadata={"help": help, **kw})
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Every knob of a training run. Flags, presets and config files all set these fields."""
+    """Every knob of a training run. Flags, presets and config files all set these fields.
+
+    Frozen: what a run derives while it trains (a stage schedule fitted to --fit-minutes) is the trainer's state,
+    and a changed config is a new one (`dataclasses.replace`).
+    """
 
     # data
     data: str = _opt("", "folder of training images (jpg/png/webp, searched recursively); empty: use the prepared --cache-dir")
@@ -38,26 +45,26 @@ class TrainConfig:
     seed: int = _opt(0, "random seed (tiles, init, sampling order)")
     # model
     embed_dim: int = _opt(64, "trunk width")
-    depths: tuple = _opt((4, 4, 4, 4), "Swin blocks per residual group, comma separated")
-    num_heads: tuple = _opt((2, 2, 2, 2), "attention heads per group, comma separated")
+    depths: tuple[int, ...] = _opt((4, 4, 4, 4), "Swin blocks per residual group, comma separated")
+    num_heads: tuple[int, ...] = _opt((2, 2, 2, 2), "attention heads per group, comma separated")
     window_size: int = _opt(8, "attention window (latent pixels)")
     mlp_ratio: float = _opt(2.0, "MLP hidden width / trunk width")
     img_size: int = _opt(16, "training size recorded in the stored shift masks (a multiple of the window)")
     head_num_feat: int = _opt(64, "width of the pixel-shuffle heads")
-    scales: tuple = _opt((2, 4), "heads to train, comma separated (trained jointly)")
+    scales: tuple[int, ...] = _opt((2, 4), "heads to train, comma separated (trained jointly)")
     input_skip: str = _opt(
         "bicubic", "'bicubic': heads learn a residual over the bicubic-upsampled latent; 'none': as the official model"
     )
     drop_path: float = _opt(0.0, "stochastic depth rate")
     # optimisation
     batch_size: int = _opt(16, "crops per step per process")
-    stage_steps: tuple = _opt(
+    stage_steps: tuple[int, ...] = _opt(
         (1000, 300, 2400), "steps of stage I (latent), II (latent+pixel), III (pixel), comma separated"
     )
     lr: float = _opt(1e-3, "Adam learning rate at the start of each stage (the paper: 2e-4)")
-    betas_latent: tuple = _opt((0.9, 0.995), "Adam betas in stages I and II")
-    betas_pixel: tuple = _opt((0.9, 0.99), "Adam betas in stage III")
-    lr_milestones: tuple = _opt(
+    betas_latent: tuple[float, ...] = _opt((0.9, 0.995), "Adam betas in stages I and II")
+    betas_pixel: tuple[float, ...] = _opt((0.9, 0.99), "Adam betas in stage III")
+    lr_milestones: tuple[float, ...] = _opt(
         (0.5, 0.75, 0.9), "fractions of each stage where the learning rate is multiplied by lr_gamma"
     )
     lr_gamma: float = _opt(0.5, "step-decay factor")
@@ -98,9 +105,10 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        # flags, JSON and TOML give '4,4', [4, 4] or (4, 4): store tuples of the field's element type
+        # flags, JSON and TOML give '4,4', [4, 4] or (4, 4): store tuples of the field's element type.
+        # object.__setattr__ because the instance is frozen; this normalises the value while it is being built.
         for name, kind in TUPLE_FIELDS.items():
-            setattr(self, name, parse_tuple(getattr(self, name), kind))
+            object.__setattr__(self, name, parse_tuple(getattr(self, name), kind))
 
     # ------------------------------------------------------------------ derived values
 
@@ -122,15 +130,15 @@ class TrainConfig:
         )
 
     @property
-    def stages(self) -> list[int]:
-        """Steps of each of the three stages."""
+    def stages(self) -> tuple[int, ...]:
+        """Steps of each of the three stages, as configured (a run may fit them to a time budget)."""
         if len(self.stage_steps) != 3 or any(s < 0 for s in self.stage_steps):
             raise ValueError(f"stage_steps must be three non-negative integers, got {self.stage_steps!r}")
-        return list(self.stage_steps)
+        return self.stage_steps
 
     @property
     def total_steps(self) -> int:
-        """Steps of the whole curriculum."""
+        """Steps of the whole curriculum, as configured."""
         return sum(self.stages)
 
     def validate(self) -> None:
@@ -161,12 +169,12 @@ class TrainConfig:
         if problems:
             raise ValueError("invalid training settings: " + "; ".join(problems))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Plain dict of every setting (tuples stay tuples)."""
         return asdict(self)
 
 
-TUPLE_FIELDS = {
+TUPLE_FIELDS: dict[str, type] = {
     "depths": int,
     "num_heads": int,
     "scales": int,
@@ -177,13 +185,13 @@ TUPLE_FIELDS = {
 }
 
 
-def parse_tuple(value, kind: type) -> tuple:
+def parse_tuple(value: str | Iterable[Any], kind: type) -> tuple:
     """'0.9,0.99' or [0.9, 0.99] -> (0.9, 0.99)."""
     items = value.replace(" ", "").split(",") if isinstance(value, str) else value
     return tuple(kind(v) for v in items if v != "")
 
 
-PRESETS: dict[str, dict] = {
+PRESETS: dict[str, dict[str, Any]] = {
     # about an hour on 2 CPU cores; small enough for CPU-only ComfyUI users (~5 MB of weights)
     "cpu": {},
     # one family in <= 8 minutes on one H100/H200 (bench/gpu_kit.py --train): wider trunk, big batches, bf16,

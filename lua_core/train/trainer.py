@@ -1,58 +1,42 @@
-"""The training loop: curriculum, EMA, exact resume, validation, export; optional DDP via torchrun."""
+"""The v1 training loop: one Trainer owns the model, EMA, optimiser, data and the run folder, and steps through
+the curriculum (train/schedule.py) with exact resume (train/state.py), validation and export; optional DDP via
+torchrun (train/distributed.py)."""
 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import importlib.util
-import itertools
 import json
-import logging
-import os
 import signal
 import sys
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from ..arch.swinir_multihead import SwinIRMultiHead
 from ..baselines import resize_latent
 from ..checkpoint import ModelInfo, save_safetensors
-from ..devices import cpu_has_native_bf16
 from ..engine import pad_to_multiple
 from ..families import get_family
-from ..fileio import atomic_write, update_digest
+from ..fileio import atomic_write
 from ..imaging import bicubic_resize
 from ..metrics import psnr
 from ..tiny_ae import TinyAutoencoder, load_tiny_autoencoder
 from . import losses
 from .config import TrainConfig
 from .data import LatentCrops, build_cache
-
-log = logging.getLogger(__name__)
-FIT_AFTER_STEPS = 30  # steps timed before --fit-minutes rescales the curriculum
-STAGE_NAMES = ("I-latent", "II-latent+pixel", "III-pixel")
-MODEL_FIELDS = (
-    "input_skip",
-    "embed_dim",
-    "depths",
-    "num_heads",
-    "window_size",
-    "mlp_ratio",
-    "img_size",
-    "head_num_feat",
-    "scales",
-    "family",
-)
+from .distributed import ResumableSampler, init_distributed, state_checksum
+from .optim import autocast_for, ema_average, gradient_shares
+from .schedule import FIT_AFTER_STEPS, STAGE_NAMES, fit_stages, heads_at, lr_factor, stage_at
+from .state import check_same_model, read_state, resumed_stages, state_path, stored_config
 
 
 class MultiHead(nn.Module):
@@ -63,6 +47,7 @@ class MultiHead(nn.Module):
         self.net = net
 
     def forward(self, inputs: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """The output of head `scale` for each `scale: LR latent` of `inputs`, cropped to scale x the input."""
         out = {}
         for scale, x in inputs.items():
             h, w = x.shape[-2:]
@@ -70,114 +55,18 @@ class MultiHead(nn.Module):
         return out
 
 
-@dataclass
-class Dist:
-    """Process-group facts: rank, world size, device."""
-
-    rank: int = 0
-    world: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> Dist:
-    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPUs, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
-    if world <= 1:
-        return Dist(device=torch.device("cuda") if cuda else torch.device("cpu"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if cuda:
-        torch.cuda.set_device(local)
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=_dt.timedelta(hours=3))
-    return Dist(dist.get_rank(), dist.get_world_size(), torch.device(f"cuda:{local}") if cuda else torch.device("cpu"))
-
-
-def stage_at(step: int, stages: list[int]) -> tuple[int, int, int]:
-    """(stage index, step within stage, stage length) for a global step."""
-    start = 0
-    for i, n in enumerate(stages):
-        if step < start + n:
-            return i, step - start, n
-        start += n
-    return len(stages) - 1, stages[-1], stages[-1]
-
-
-def lr_factor(cfg: TrainConfig, step: int) -> float:
-    """Step decay restarted in each stage: gamma^(milestones of the current stage passed)."""
-    _, in_stage, stage_len = stage_at(step, cfg.stages)
-    return cfg.lr_gamma ** sum(in_stage >= m * stage_len for m in cfg.lr_milestones)
-
-
-def ema_average(decay: float):
-    """AveragedModel avg_fn: EMA with the decay warmed up over the first steps ((1+n)/(10+n))."""
-
-    def avg(ema_param: torch.Tensor, param: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
-        d = min(decay, (1 + float(num_averaged)) / (10 + float(num_averaged)))
-        return ema_param + (param - ema_param) * (1 - d)
-
-    return avg
-
-
-class ResumableSampler(Sampler[int]):
-    """A DistributedSampler's order for one epoch, skipping the samples already consumed (exact resume)."""
-
-    def __init__(self, base: DistributedSampler) -> None:
-        self.base = base
-        self.skip = 0
-
-    def set_position(self, epoch: int, skip: int) -> None:
-        """Iterate epoch `epoch`'s permutation from sample `skip` on."""
-        self.base.set_epoch(epoch)
-        self.skip = skip
-
-    def __iter__(self):
-        return itertools.islice(iter(self.base), self.skip, None)
-
-    def __len__(self) -> int:
-        return len(self.base) - self.skip
-
-
-def gradient_shares(terms: dict[str, torch.Tensor], params: list[nn.Parameter]) -> dict[str, float]:
-    """Each loss term's gradient norm as a share of the sum over terms (what the optimiser hears from it)."""
-    norms = {}
-    for name, value in terms.items():
-        grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
-        norms[name] = float(torch.sqrt(sum(g.float().square().sum() for g in grads if g is not None)))
-    total = sum(norms.values()) or 1.0
-    return {k: round(v / total, 5) for k, v in norms.items()}
-
-
-def autocast_for(cfg: TrainConfig, device: torch.device):
-    """Mixed-precision context for the forward pass."""
-    mode = cfg.amp
-    if mode == "auto":
-        mode = "bf16" if device.type == "cuda" or cpu_has_native_bf16() else "off"
-    if mode == "off":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-def state_checksum(module: nn.Module) -> str:
-    """sha256 over every tensor of a state dict (replica comparison)."""
-    h = hashlib.sha256()
-    update_digest(h, module.state_dict().items())
-    return h.hexdigest()
-
-
 class Trainer:
     """One run: owns the model, EMA, optimiser, data and the run folder."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False, say=None) -> None:
+    def __init__(self, cfg: TrainConfig, resume: bool = False, say: Callable[[str], None] | None = None) -> None:
         cfg.validate()
         self.cfg = cfg
+        # the schedule this run follows: the configured one until --fit-minutes rescales it (saved in state.pt)
+        self.stages: tuple[int, ...] = cfg.stages
         self.dist = init_distributed()
         self.say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.run_dir = Path(cfg.run_dir)
-        self.state_path = self.run_dir / "state.pt"
+        self.state_path = state_path(self.run_dir)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.family = get_family(cfg.family)
@@ -193,7 +82,8 @@ class Trainer:
         self.ema = AveragedModel(self.net, avg_fn=ema_average(cfg.ema_decay), use_buffers=True)
         self.ema.eval().requires_grad_(False)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, betas=cfg.betas_latent, weight_decay=0.0)
-        self.sched = LambdaLR(self.opt, lambda step: lr_factor(cfg, step))
+        # reads self.stages at each step, so a refitted schedule moves the milestones with it
+        self.sched = LambdaLR(self.opt, lambda step: lr_factor(step, self.stages, cfg.lr_milestones, cfg.lr_gamma))
         self.step = 0
         self.epoch, self.consumed = 0, 0  # data position: epoch and samples of it already trained on
         self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.dist.rank)
@@ -212,7 +102,7 @@ class Trainer:
         if self.dist.main:
             self.index = build_cache(cfg, self.ae, cache_dir, self.say)
         if self.dist.world > 1:
-            dist.barrier()
+            self.dist.barrier()  # the other ranks read the index rank 0 has just written
             self.index = json.loads((cache_dir / "index.json").read_text())
         self.train_set = LatentCrops(cache_dir, self.index["shards"]["train"], cfg.crop)
         val_shards = self.index["shards"]["val"]
@@ -252,13 +142,9 @@ class Trainer:
     def _load_state(self) -> None:
         if not self.state_path.is_file():
             raise FileNotFoundError(f"--resume: no {self.state_path}; start without --resume")
-        state = torch.load(self.state_path, map_location="cpu", weights_only=True)
-        saved = TrainConfig(**{k: v for k, v in state["config"].items() if k in TrainConfig.__dataclass_fields__})
-        changed = [k for k in MODEL_FIELDS if getattr(saved, k) != getattr(self.cfg, k)]
-        if changed:
-            raise ValueError(
-                f"--resume: the run in {self.run_dir} was trained with different {changed}; use a new --run-dir"
-            )
+        state = read_state(self.state_path)
+        check_same_model(stored_config(state), self.cfg, self.run_dir)
+        self.stages = resumed_stages(state, self.cfg)
         self.net.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
@@ -287,11 +173,7 @@ class Trainer:
 
     def save_state(self) -> None:
         """Atomically write everything needed to continue exactly (rank 0 writes; generators of all ranks kept)."""
-        gens = [self.gen.get_state()]
-        if self.dist.world > 1:
-            gathered: list = [None] * self.dist.world
-            dist.all_gather_object(gathered, self.gen.get_state())
-            gens = gathered
+        gens = self.dist.gather(self.gen.get_state())
         if not self.dist.main:
             return
         state = {
@@ -305,7 +187,8 @@ class Trainer:
             "gen": gens if self.dist.world > 1 else gens[0],
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "config": self.cfg.to_dict(),
+            "config": self.cfg.to_dict(),  # the settings as given (a plain dict, as in every earlier state file)
+            "stages": list(self.stages),  # the schedule followed, fitted to --fit-minutes or not
         }
         atomic_write(self.state_path, lambda tmp: torch.save(state, tmp))
 
@@ -319,7 +202,7 @@ class Trainer:
         i, j = (int(v) for v in torch.randint(0, size - dc + 1, (2,), generator=self.gen))
         return slice(i, i + dc), slice(j, j + dc), 8
 
-    def loss_terms(self, batch: dict, heads: list[int], stage: int) -> dict[str, torch.Tensor]:
+    def loss_terms(self, batch: dict[str, torch.Tensor], heads: list[int], stage: int) -> dict[str, torch.Tensor]:
         """All loss terms of one step for the active heads (summed over heads)."""
         cfg = self.cfg
         inputs = {s: batch[f"z_lr{s}"] for s in heads}
@@ -356,7 +239,7 @@ class Trainer:
                 add(losses.pixel_terms(dec, target, cfg.w_pix_l1, cfg.w_pix_fft, cfg.w_edge))
         return terms
 
-    def _batch_stream(self):
+    def _batch_stream(self) -> Iterator[dict[str, torch.Tensor]]:
         """Batches in sampler order across epochs; `consumed` counts what was trained on (resume point)."""
         while True:
             self.sampler.set_position(self.epoch, self.consumed)
@@ -365,19 +248,13 @@ class Trainer:
                 yield batch
             self.epoch, self.consumed = self.epoch + 1, 0
 
-    def train_step(self, measure_shares: bool = False) -> dict:
+    def train_step(self, measure_shares: bool = False) -> dict[str, Any]:
         """One optimiser step; returns the logged numbers (each term's gradient share when `measure_shares`)."""
         cfg = self.cfg
-        stage, in_stage, stage_len = stage_at(self.step, cfg.stages)
+        stage, _, _ = stage_at(self.step, self.stages)
         for group in self.opt.param_groups:
             group["betas"] = cfg.betas_pixel if stage == 2 else cfg.betas_latent
-        scales = list(self.net.config.scales)
-        heads = scales
-        if in_stage >= (1 - cfg.single_head_fraction) * stage_len and len(scales) > 1:
-            # the same choice on every rank: drawn from the step number, not a per-rank generator
-            heads = [
-                scales[torch.randint(0, len(scales), (1,), generator=torch.Generator().manual_seed(self.step)).item()]
-            ]
+        heads = heads_at(self.step, self.stages, self.net.config.scales, cfg.single_head_fraction)
         batch = {k: v.to(self.dist.device, non_blocking=True) for k, v in next(self._batches).items()}
         self.model.train()
         terms = self.loss_terms(batch, heads, stage)
@@ -409,7 +286,7 @@ class Trainer:
     # ------------------------------------------------------------------ validation
 
     @torch.no_grad()
-    def validate(self) -> dict:
+    def validate(self) -> dict[str, float]:
         """PSNR of decoded EMA outputs vs HR crops, next to latent- and pixel-bicubic and the AE ceiling."""
         if self.val_set is None:
             return {}
@@ -438,7 +315,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
-    def _log(self, record: dict) -> None:
+    @property
+    def total_steps(self) -> int:
+        """Steps of the schedule this run follows."""
+        return sum(self.stages)
+
+    def _log(self, record: dict[str, Any]) -> None:
         if self.dist.main:
             with open(self.log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -457,7 +339,7 @@ class Trainer:
     def run(self) -> Path | None:
         """Train until done (export, return its path) or stopped (state saved, return None)."""
         cfg = self.cfg
-        total = cfg.total_steps
+        total = self.total_steps
         self._install_signal_handlers()
         started, cpu_started, begin_step = time.time(), time.process_time(), self.step
         if self.dist.main:
@@ -465,7 +347,7 @@ class Trainer:
             self.say(
                 f"training {self.family.label} LUA ({params / 1e6:.2f} M params) on {self.dist.device} x{self.dist.world}: "
                 f"{len(self.train_set)} train / {len(self.val_set) if self.val_set else 0} val crops, "
-                f"steps {cfg.stage_steps} (from {self.step}), batch {cfg.batch_size}"
+                f"steps {self.stages} (from {self.step}), batch {cfg.batch_size}"
             )
         window_t, window_n = time.time(), 0
         bar = tqdm(total=total, initial=self.step, unit="step", disable=not (self.dist.main and sys.stderr.isatty()))
@@ -497,10 +379,7 @@ class Trainer:
             stop = self._stop or (cfg.stop_after and done_here >= cfg.stop_after)
             stop = stop or (cfg.max_minutes and (time.time() - started) / 60 >= cfg.max_minutes)
             stop = stop or (cfg.max_cpu_minutes and (time.process_time() - cpu_started) / 60 >= cfg.max_cpu_minutes)
-            if self.dist.world > 1:
-                flag = torch.tensor([1.0 if stop else 0.0], device=self.dist.device)
-                dist.all_reduce(flag)
-                stop = bool(flag.item())
+            stop = self.dist.any_rank(bool(stop))
             if self.step % cfg.save_every == 0 or stop or self.step == total:
                 self.save_state()
             if stop and self.step < total:
@@ -517,21 +396,14 @@ class Trainer:
         return exported
 
     def _fit_schedule(self, sec_per_step: float, elapsed: float) -> int:
-        """Rescale every stage so the whole curriculum ends inside --fit-minutes (same shares per stage)."""
-        if self.dist.world > 1:  # every rank must agree on the schedule: take the slowest
-            t = torch.tensor([sec_per_step], device=self.dist.device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            sec_per_step = float(t.item())
-        budget_steps = self.step + max(0.0, self.cfg.fit_minutes * 60 * 0.92 - elapsed) / sec_per_step
-        factor = min(4.0, max(0.05, budget_steps / self.cfg.total_steps))
-        stages = [max(1, round(n * factor)) if n else 0 for n in self.cfg.stages]
-        first = next(i for i, n in enumerate(stages) if n)
-        stages[first] = max(stages[first], self.step + 1)  # the current step stays where it is in the curriculum
-        self.cfg.stage_steps = tuple(stages)
+        """Rescale this run's stages so the curriculum ends inside --fit-minutes; returns the new total steps."""
+        sec_per_step = self.dist.max_over_ranks(sec_per_step)  # every rank must follow one schedule: the slowest's
+        self.stages = fit_stages(self.stages, self.step, sec_per_step, elapsed, self.cfg.fit_minutes)
+        stages = list(self.stages)
         if self.dist.main:
             self.say(f"\nfit to {self.cfg.fit_minutes} min at {sec_per_step:.3f} s/step: stage steps {stages}")
         self._log({"step": self.step, "fitted_stage_steps": stages, "sec_per_step": round(sec_per_step, 4)})
-        return sum(stages)
+        return self.total_steps
 
     def _validate_and_plot(self) -> None:
         if not self.dist.main:
@@ -547,13 +419,11 @@ class Trainer:
 
     def _finish(self) -> None:
         if self.dist.world > 1:
-            sums: list = [None] * self.dist.world
-            dist.all_gather_object(sums, state_checksum(self.net))
+            sums = self.dist.gather(state_checksum(self.net))
             self._log({"step": self.step, "replica_checksums": sums, "replicas_identical": len(set(sums)) == 1})
             if len(set(sums)) != 1:
                 raise RuntimeError(f"DDP replicas diverged: checksums {sums}")
-            dist.barrier()  # tear down together: a rank leaving early can abort the other's gloo threads
-            dist.destroy_process_group()
+            self.dist.close()
 
     def export(self, path: str | None = None) -> Path:
         """Write the EMA weights in our safetensors format with full provenance."""
@@ -574,7 +444,7 @@ class Trainer:
             "tile_px": cfg.tile,
             "crop_px": cfg.crop,
             "steps": self.step,
-            "stage_steps": cfg.stage_steps,
+            "stage_steps": self.stages,
             "batch_size": cfg.batch_size * self.dist.world,
             "vae": f"{self.family.tiny_ae} tiny autoencoder (TAESD family), not the full {self.family.label} VAE",
             "validation_psnr": last_val,
@@ -586,18 +456,6 @@ class Trainer:
         save_safetensors(self.ema.module, info, out, dtype=getattr(torch, cfg.export_dtype))
         self.say(f"\nexported EMA weights to {out}")
         return out
-
-
-def config_with_resume(cfg: TrainConfig, explicit: dict) -> TrainConfig:
-    """On --resume, start from the stored run settings and re-apply only explicitly given ones."""
-    state_path = Path(cfg.run_dir) / "state.pt"
-    if not state_path.is_file():
-        return cfg
-    stored = torch.load(state_path, map_location="cpu", weights_only=True)["config"]
-    known = {f.name for f in fields(TrainConfig)}
-    merged = {k: v for k, v in stored.items() if k in known}
-    merged.update(explicit)
-    return TrainConfig(**merged)
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path | None:

@@ -1,0 +1,122 @@
+"""Decide which heads of a trained v2 file ship, on held-out images the quality report does not score.
+
+    python tools/select_v2_heads.py --candidate runs/v3/sdxl.safetensors --output runs/v3/sdxl-selected.safetensors
+
+Images: the held-out split of ../shared/data/train (bench/quality.py's rule, never trained on) after the
+first --skip of them, which are the ones `bench/quality.py --limit 16` reports; so a head is chosen on other
+images than the ones its score is published on. Per head, the candidate's residual is compared with the prior
+alone (the same file with that head zeroed, i.e. decode -> bicubic -> encode); a head that scores below the
+prior is zeroed in --output and named in its provenance (`residual_disabled`). The current bundled file's
+score on the same images is recorded too (--report), so the numbers say what a replacement would change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared"
+
+from lua_core.data_split import held_out_images  # noqa: E402
+from lua_core.engine import upscale_latent  # noqa: E402
+from lua_core.evaluation import hr_crop  # noqa: E402
+from lua_core.imaging import bicubic_resize  # noqa: E402
+from lua_core.metrics import psnr  # noqa: E402
+from lua_core.model import LUAModel, load_model  # noqa: E402
+from lua_core.tiny_ae import load_tiny_autoencoder  # noqa: E402
+
+WHY = (
+    "the trained residual scored below the prior (decode -> bicubic -> encode) on held-out images of "
+    "../shared/data/train (tools/select_v2_heads.py), so these heads ship as the prior alone"
+)
+
+
+def prior_only(model: LUAModel) -> LUAModel:
+    """A copy of a v2 model with every head zeroed: exactly decode -> bicubic -> encode."""
+    net = copy.deepcopy(model.net)
+    for head in net.heads.values():
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
+    return LUAModel(net, copy.deepcopy(model.info), model.name)
+
+
+@torch.no_grad()
+def scores(models: dict[str, LUAModel], ae, images: list[Path], max_side: int) -> dict[str, dict[str, float]]:
+    """Mean decoded PSNR per scale and model over `images` (the bench/quality.py protocol)."""
+    scales = models["candidate"].scales
+    sums = {f"x{s}": dict.fromkeys(models, 0.0) for s in scales}
+    for i, path in enumerate(images):
+        hr = hr_crop(path, max_side)
+        for s in scales:
+            lr = bicubic_resize(hr, (hr.shape[-2] // s, hr.shape[-1] // s)).clamp(0, 1)
+            z = ae.encode(lr)
+            for name, model in models.items():
+                sums[f"x{s}"][name] += psnr(ae.decode(upscale_latent(model, z, s)).clamp(0, 1), hr).item()
+        print(f"  {i + 1}/{len(images)} images", file=sys.stderr)
+    return {sc: {k: round(v / len(images), 4) for k, v in d.items()} for sc, d in sums.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--candidate", required=True, help="a trained v2 .safetensors")
+    p.add_argument("--output", required=True, help="where the file with the chosen heads goes")
+    p.add_argument(
+        "--current", default="", help="the bundled file it would replace (default: models/lua-<family>-small)"
+    )
+    p.add_argument("--report", default="", help="JSON with the scores and the choice (default: --output + .json)")
+    p.add_argument("--data", default=str(SHARED / "data" / "train"))
+    p.add_argument("--vae-approx", default=str(SHARED / "vae_approx"))
+    p.add_argument("--val-fraction", type=float, default=0.08)
+    p.add_argument("--max-side", type=int, default=384)
+    p.add_argument("--skip", type=int, default=16, help="held-out images reserved for the quality report")
+    p.add_argument("--limit", type=int, default=16)
+    args = p.parse_args()
+
+    candidate = load_model(args.candidate)
+    if candidate.info.arch != "reencode_residual":
+        raise SystemExit(f"{args.candidate} is {candidate.info.title()}; only v2 files have heads to select")
+    family = candidate.family.name
+    current_path = Path(args.current or ROOT / "models" / f"lua-{family}-small.safetensors")
+    models = {"candidate": candidate, "prior": prior_only(candidate), "current": load_model(current_path)}
+    images = held_out_images(args.data, args.val_fraction)[args.skip : args.skip + args.limit]
+    if not images:
+        raise SystemExit(f"no held-out images left in {args.data} after --skip {args.skip}")
+    ae = load_tiny_autoencoder(candidate.family, [args.vae_approx])
+    t0 = time.time()
+    per_scale = scores(models, ae, images, args.max_side)
+    disabled = [sc for sc, m in per_scale.items() if m["candidate"] < m["prior"]]
+    chosen = candidate
+    if disabled:
+        chosen = LUAModel(copy.deepcopy(candidate.net), candidate.info, candidate.name)
+        for sc in disabled:
+            torch.nn.init.zeros_(chosen.net.heads[sc].weight)
+            torch.nn.init.zeros_(chosen.net.heads[sc].bias)
+        chosen.info.provenance = {**chosen.info.provenance, "residual_disabled": disabled, "residual_disabled_why": WHY}
+    chosen.save(args.output)
+    shipped = {sc: m["prior"] if sc in disabled else m["candidate"] for sc, m in per_scale.items()}
+    report = {
+        "candidate": str(args.candidate),
+        "current": str(current_path),
+        "family": family,
+        "images": [p.name for p in images],
+        "max_side": args.max_side,
+        "psnr": per_scale,
+        "residual_disabled": disabled,
+        "output_psnr": shipped,
+        "output_minus_current_db": {sc: round(shipped[sc] - m["current"], 4) for sc, m in per_scale.items()},
+        "seconds": round(time.time() - t0, 1),
+    }
+    Path(args.report or f"{args.output}.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps({k: report[k] for k in ("family", "psnr", "residual_disabled", "output_minus_current_db")}))
+
+
+if __name__ == "__main__":
+    main()
