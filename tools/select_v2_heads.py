@@ -39,12 +39,12 @@ WHY = (
 )
 
 
-def prior_only(model: LUAModel) -> LUAModel:
-    """A copy of a v2 model with every head zeroed: exactly decode -> bicubic -> encode."""
+def with_heads_zeroed(model: LUAModel, heads: list[str]) -> LUAModel:
+    """A copy of a v2 model whose named heads ("x2", ...) return the prior alone (decode -> bicubic -> encode)."""
     net = copy.deepcopy(model.net)
-    for head in net.heads.values():
-        torch.nn.init.zeros_(head.weight)
-        torch.nn.init.zeros_(head.bias)
+    for name in heads:
+        torch.nn.init.zeros_(net.heads[name].weight)
+        torch.nn.init.zeros_(net.heads[name].bias)
     return LUAModel(net, copy.deepcopy(model.info), model.name)
 
 
@@ -85,7 +85,12 @@ def main() -> None:
         raise SystemExit(f"{args.candidate} is {candidate.info.title()}; only v2 files have heads to select")
     family = candidate.family.name
     current_path = Path(args.current or ROOT / "models" / f"lua-{family}-small.safetensors")
-    models = {"candidate": candidate, "prior": prior_only(candidate), "current": load_model(current_path)}
+    all_heads = [f"x{s}" for s in candidate.scales]
+    models = {
+        "candidate": candidate,
+        "prior": with_heads_zeroed(candidate, all_heads),
+        "current": load_model(current_path),
+    }
     images = held_out_images(args.data, args.val_fraction)[args.skip : args.skip + args.limit]
     if not images:
         raise SystemExit(f"no held-out images left in {args.data} after --skip {args.skip}")
@@ -95,10 +100,7 @@ def main() -> None:
     disabled = [sc for sc, m in per_scale.items() if m["candidate"] < m["prior"]]
     chosen = candidate
     if disabled:
-        chosen = LUAModel(copy.deepcopy(candidate.net), candidate.info, candidate.name)
-        for sc in disabled:
-            torch.nn.init.zeros_(chosen.net.heads[sc].weight)
-            torch.nn.init.zeros_(chosen.net.heads[sc].bias)
+        chosen = with_heads_zeroed(candidate, disabled)
         chosen.info.provenance = {**chosen.info.provenance, "residual_disabled": disabled, "residual_disabled_why": WHY}
     chosen.save(args.output)
     shipped = {sc: m["prior"] if sc in disabled else m["candidate"] for sc, m in per_scale.items()}

@@ -26,14 +26,15 @@ if [ "${CONTINUE:-0}" = 1 ]; then
   mkdir -p "$RUNS"
   [ -f "$RUNS/quality-before.json" ] || cp bench/results/quality.json "$RUNS/quality-before.json"
   for fam in ${*:-sdxl sd3 flux1 sd1 flux2}; do
-    case $fam in sdxl|sd3) minutes=18;; flux1) minutes=16;; *) minutes=14;; esac
+    case $fam in sdxl) minutes=18;; sd3) minutes=15;; flux1) minutes=14;; sd1) minutes=13;; *) minutes=12;; esac
     run="$RUNS/$fam"
     start=(--init-from "models/lua-$fam-small.safetensors")
     [ -f "$run/state.pt" ] && start=(--resume)
     $PY -m lua_core train-v2 --family "$fam" "${common[@]}" --run-dir "$run" --cache-dir "$RUNS/cache-$fam" \
         --steps 0 --minutes "${MINUTES:-$minutes}" --images-per-folder 0 --amp off \
         --export "$RUNS/$fam.safetensors" --note "bundled v2 model, cpu (fp32 warm-start continuation)" "${start[@]}"
-    $PY tools/select_v2_heads.py --candidate "$RUNS/$fam.safetensors" --output "$RUNS/$fam-selected.safetensors"
+    $PY tools/select_v2_heads.py --candidate "$RUNS/$fam.safetensors" --output "$RUNS/$fam-selected.safetensors" \
+        --report "bench/results/selection/$fam.json"
     cp "models/lua-$fam-small.safetensors" "$RUNS/$fam-before.safetensors"
     cp "$RUNS/$fam-selected.safetensors" "models/lua-$fam-small.safetensors"
     if $PY bench/quality.py --families "$fam" --limit 16 --update --previous "$RUNS/quality-before.json"; then

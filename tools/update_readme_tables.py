@@ -151,7 +151,7 @@ def quality_section(short: bool = False) -> str:
             m = s["mean"]
             marks = ["met" if ok else "**missed**" for ok in s["gates"].values()]
             prev = s.get("previous_model")
-            before = f"{prev['lua_psnr']:.2f} (v1, {prev['date']})" if prev else "none (new family)"
+            before = f"{prev['lua_psnr']:.2f} (file of {prev['date']})" if prev else "none (new family)"
             rows.append(
                 f"| {fam} | {sc} | {m['lua']['psnr']:.2f} / {m['lua']['ssim']:.3f} | {m['pixel_bicubic']['psnr']:.2f} / {m['pixel_bicubic']['ssim']:.3f} "
                 f"| {m['reencode']['psnr']:.2f} | {m['latent_bicubic']['psnr']:.2f} | {m['latent_bislerp']['psnr']:.2f} "
@@ -162,7 +162,26 @@ def quality_section(short: bool = False) -> str:
         f"`bench/results/quality.json` ({q['date']}; rerun: `{q['command']}`). {q['protocol']} All decodes use the "
         "family's tiny autoencoder, not the full VAE."
     )
-    return "\n".join([head, "", *rows, "", "![PSNR per method](docs/quality-psnr.png)" if not short else ""])
+    summary = gate_summary(q)
+    return "\n".join([head, "", *rows, "", *summary, "", "![PSNR per method](docs/quality-psnr.png)" if not short else ""])
+
+
+def gate_summary(q: dict) -> list[str]:
+    """One plain line per gate: which family/scale rows meet it and which miss it, read from the report."""
+    names = {
+        "beats_decode_resize_encode": "Gate 1 (LUA >= decode -> resize -> encode, required)",
+        "beats_pixel_bicubic": "Gate 2 (LUA >= pixel bicubic, required)",
+        "goal_over_pixel_bicubic": "Goal (LUA >= pixel bicubic + 1.0 dB at x2 / + 0.8 dB at x4)",
+    }
+    lines = []
+    for gate, title in names.items():
+        met, missed = [], []
+        for fam, r in q["families"].items():
+            for sc, s in r["scales"].items():
+                (met if s["gates"][gate] else missed).append(f"{fam} {sc}")
+        verdict = "met by every row" if not missed else f"**missed by {len(missed)} of {len(met) + len(missed)}**"
+        lines.append(f"- {title}: {verdict}" + (f"; met: {', '.join(met)}" if met and missed else "") + ".")
+    return lines
 
 
 def stage_text(stages) -> str:
