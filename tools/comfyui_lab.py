@@ -49,6 +49,20 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def extract_safely(tar: tarfile.TarFile, dest: Path) -> None:
+    """Unpack without writing outside `dest`: tarfile's "data" filter where this Python has it (3.11.4+),
+    else the same refusal of absolute, parent-escaping and link members by hand (Debian 12 ships 3.11.2)."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    root = dest.resolve()
+    for member in tar.getmembers():
+        target = (dest / member.name).resolve()
+        if member.issym() or member.islnk() or not target.is_relative_to(root):
+            raise RuntimeError(f"refusing to unpack {member.name!r} from {tar.name}: a link or a path outside {dest}")
+    tar.extractall(dest)
+
+
 def provision(version: str, log=sys.stderr) -> ComfyLab:
     """Extract and build (or reuse) ComfyUI `version` with a CPU venv; raises RuntimeError with the log tail."""
     src = tarball(version)
@@ -66,7 +80,7 @@ def provision(version: str, log=sys.stderr) -> ComfyLab:
             shutil.rmtree(stale, ignore_errors=True)
         print(f"building ComfyUI {version} CPU venv in {home} (a few minutes, once)", file=log, flush=True)
         with tarfile.open(src) as tar:
-            tar.extractall(home, filter="data")
+            extract_safely(tar, home)
         if not comfy_dir.is_dir():
             raise RuntimeError(f"{src} did not unpack to a ComfyUI/ folder; found {sorted(os.listdir(home))}")
         build_log = home / "setup.log"
