@@ -28,7 +28,7 @@ MARGIN = 2 / 255
 # 0.035-0.048, flux1 0.038-0.057 vs 0.036-0.048); training lowered it for most images but not below the bound.
 # The gate is MISSED and stays visible: strict, so a model that passes must drop its marker.
 MISSED = {
-    "lua-sdxl-small": "worst p99 0.0562 vs bound 0.0360 (smooth7): the prior's second round trip",
+    "lua-sdxl-small": "worst p99 0.0700 vs bound 0.0360 (smooth7): the prior's second round trip",
     "lua-sd1-small": "worst p99 0.0916 vs bound 0.0576 (smooth3): the prior's second round trip",
     "lua-sd3-small": "worst p99 0.0296 vs bound 0.0274 (smooth0): the prior's second round trip",
     "lua-flux1-small": "worst p99 0.0526 vs bound 0.0415 (flat near-black): the prior's second round trip",
