@@ -38,13 +38,19 @@ def hr_crop(path: Path, max_side: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+def lr_latent(ae: TinyAutoencoder, hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """The protocol's LR latent: tiny-AE encode of the antialiased-bicubic downsample of HR by `scale`."""
+    size = tuple(hr.shape[-2:])
+    return ae.encode(bicubic_resize(hr, (size[0] // scale, size[1] // scale)).clamp(0, 1))
+
+
+@torch.no_grad()
 def outputs_for(
     model: LUAModel, ae: TinyAutoencoder, hr: torch.Tensor, scale: int, ceiling: torch.Tensor | None = None
 ) -> dict[str, torch.Tensor]:
     """Decoded RGB of every method for one HR crop and scale (plus the AE ceiling, unless given)."""
     size = tuple(hr.shape[-2:])
-    lr = bicubic_resize(hr, (size[0] // scale, size[1] // scale)).clamp(0, 1)
-    z = ae.encode(lr)
+    z = lr_latent(ae, hr, scale)
     zsize = (z.shape[-2] * scale, z.shape[-1] * scale)
     dec_lr = ae.decode(z).clamp(0, 1)
     pix = bicubic_resize(dec_lr, size).clamp(0, 1)

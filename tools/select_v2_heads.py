@@ -27,8 +27,7 @@ SHARED = ROOT.parent / "shared"
 
 from lua_core.data_split import held_out_images  # noqa: E402
 from lua_core.engine import upscale_latent  # noqa: E402
-from lua_core.evaluation import hr_crop  # noqa: E402
-from lua_core.imaging import bicubic_resize  # noqa: E402
+from lua_core.evaluation import hr_crop, lr_latent  # noqa: E402
 from lua_core.metrics import psnr  # noqa: E402
 from lua_core.model import LUAModel, load_model  # noqa: E402
 from lua_core.tiny_ae import load_tiny_autoencoder  # noqa: E402
@@ -56,8 +55,7 @@ def scores(models: dict[str, LUAModel], ae, images: list[Path], max_side: int) -
     for i, path in enumerate(images):
         hr = hr_crop(path, max_side)
         for s in scales:
-            lr = bicubic_resize(hr, (hr.shape[-2] // s, hr.shape[-1] // s)).clamp(0, 1)
-            z = ae.encode(lr)
+            z = lr_latent(ae, hr, s)
             for name, model in models.items():
                 sums[f"x{s}"][name] += psnr(ae.decode(upscale_latent(model, z, s)).clamp(0, 1), hr).item()
         print(f"  {i + 1}/{len(images)} images", file=sys.stderr)
