@@ -10,6 +10,8 @@ size (1x4x128² -> 1024² pixels). The decoder is diffusers' AutoencoderKL with 
 (`pip install -r requirements-bench.txt`); where diffusers is missing (the GPU machine), `bench/gpu_kit.py`'s
 LDM decoder of the same layout stands in and the JSON says so. Median of timed runs after a warm-up.
 Targets (issue 15): v2 <= 15 % of the full decode on a CPU, <= 5 % on a GPU. Run it on a quiet machine.
+`bundled` times x2 of every bundled v2 model at the same 1024² output against the same decode: a prior with
+back-projection steps (arch/reencode_residual.py) pays a tiny decode and encode at the output size per step.
 """
 
 from __future__ import annotations
@@ -104,6 +106,22 @@ def measure(device: torch.device, dtype: torch.dtype = torch.float32, side: int 
         "sdxl_vae_decode_s": median_seconds(lambda: decoder(out), device, max(1, repeats - 1)),
     }
     dec = times["sdxl_vae_decode_s"]
+    bundled = []
+    for path in sorted((ROOT / "models").glob("lua-*.safetensors")):
+        model = load_model(path, device=device, dtype=dtype)
+        if model.info.prior is None:
+            continue
+        f = model.family.spatial_factor  # same output pixels for every family: 16 * side px in
+        zf = torch.randn(1, model.family.channels, 8 * side // f, 8 * side // f).to(device)
+        sec = median_seconds(lambda m=model, z=zf: upscale_latent(m, z, 2, tile_size=10_000), device, repeats)
+        bundled.append(
+            {
+                "file": path.name,
+                "refine_steps": model.config.refine_steps,
+                "x2_s": round(sec, 4),
+                "share_of_decode": round(sec / dec, 4),
+            }
+        )
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
@@ -117,6 +135,7 @@ def measure(device: torch.device, dtype: torch.dtype = torch.float32, side: int 
         "v1_share_of_decode": round(times["v1_x2_s"] / dec, 4),
         "target_v2_share": TARGET_SHARE.get(device.type, TARGET_SHARE["cpu"]),
         "target_met": times["v2_x2_s"] / dec <= TARGET_SHARE.get(device.type, TARGET_SHARE["cpu"]),
+        "bundled": bundled,
     }
 
 

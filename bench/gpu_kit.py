@@ -2,12 +2,13 @@
 
     python bench/gpu_kit.py OUT_DIR               # a CUDA GPU; about 7 minutes on one H100/H200 (--budget-s)
     python bench/gpu_kit.py OUT_DIR --smoke       # CPU, tiny shapes, seconds: CI runs it so the kit never rots
-    python bench/gpu_kit.py OUT_DIR --train sdxl  # also a v2 training sprint (`train-v2`), time-limited
+    python bench/gpu_kit.py OUT_DIR --train sdxl,flux1  # first a v2 training sprint per family, side by side
 
 Files written to OUT_DIR (at most 8, as the device tool brings back), each naming the device and torch:
 gpu-kit.json (every number), gpu-kit.txt (short summary with the issue's targets), gpu-kit-profile.txt
-(torch profiler table of the headline case); with --train F also train-F.safetensors (bf16 EMA weights),
-train-F-log.jsonl and train-F-quality.json. The JSON is rewritten after every section, so a run cut short
+(torch profiler table of the headline case); with --train F,G also train-F.safetensors per family (EMA
+weights, prior included; the log and quality gates go into gpu-kit.json). The training runs first, the
+benchmark sections then fit into --budget-s. The JSON is rewritten after every section, so a run cut short
 still returns what it measured.
 
 Sections, most important first; each checks the time budget and records what it skipped:
@@ -34,9 +35,7 @@ channels with nearest x2 + conv upsampling after the first three; GroupNorm(32, 
 
 Device run, one call (a later session with a GPU: nothing to install; results land under files_at):
     run(command="PYTHONUNBUFFERED=1 python3 bench/gpu_kit.py $OUT --budget-s 420", timeout_s=560)
-With the training sprint (after `python tools/prepare_gpu_data.py` wrote the ignored folder .gpu_data/):
-    run(command="PYTHONUNBUFFERED=1 python3 bench/gpu_kit.py $OUT --budget-s 240 --train sdxl
-        --train-minutes 4", carry=[".gpu_data"], timeout_s=600)
+With the training sprint: see docs/gpu.md (the working tree and .gpu_data must fit the device's 64 MiB).
 Then copy gpu-kit.json to bench/results/gpu-kit-<gpu>.json and run `python tools/update_readme_tables.py`.
 """
 
@@ -317,7 +316,7 @@ def section_sdpa_and_profile(cfg: LUAConfig, device: torch.device, smoke: bool) 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model = make_model(cfg, device, dtype)
     side = 16 if smoke else 128
-    x = torch.randn(1, cfg.in_chans, side, side, device=device)
+    x = torch.randn(1, cfg.in_chans, side, side, device=device, dtype=dtype)  # the network itself does not cast
     info: dict = {"dtype": str(dtype).replace("torch.", "")}
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -563,49 +562,93 @@ SMOKE_TRAIN = [  # a few CPU steps of the same command: CI proves the sprint's w
     *("--width", "8", "--blocks", "1", "--batch", "2", "--images-per-folder", "3", "--synthetic-tiles", "1"),
     *("--steps", "4", "--save-every", "2", "--tile", "128", "--crop", "64"),
 ]
-GPU_TRAIN = [  # the sprint: a wider, deeper residual on every training image, cosine over the time budget
-    *("--width", "128", "--blocks", "16", "--batch", "64", "--images-per-folder", "0", "--steps", "0"),
+GPU_TRAIN = [  # the sprint: a wider, deeper residual on many tiles of every training image, cosine over the budget
+    *("--width", "80", "--blocks", "10", "--batch", "64", "--images-per-folder", "0", "--steps", "0"),  # FLUX.2: 15 MB file
+    # 256 px tiles, each crop the whole tile with 8 output latent px of context: the x4 head sees 8x8 input
+    # latents (192 px tiles and crop 96 gave it 5x5, mostly padding, and x4 never beat the prior on a CPU)
+    *("--tile", "256", "--tiles-per-image", "8", "--crop", "128", "--context", "8"),
+    *("--ema", "0.995", "--save-every", "1000", "--threads", "3"),
 ]
+MAX_TRAIN_FAMILIES = 5  # 3 kit files + one model per family: the device tool brings back 8 files
 
 
-def section_train(family: str, args, out_dir: Path) -> dict:
-    """A v2 model (`train-v2`) on <train-data>/train + photos for --train-minutes, then bench/quality.py on holdout.
+def section_train(families: list[str], args, out_dir: Path) -> dict:
+    """v2 models (`train-v2`, one process per family, all at once) on <train-data>/train + photos for
+    --train-minutes each, then, where <train-data> has holdout/ and vae_approx/, bench/quality.py on the hold-out.
 
-    <train-data> is what tools/prepare_gpu_data.py writes: train/ and photos/ (images of the training splits),
-    holdout/ (the hold-out crops of bench/quality.py) and vae_approx/. Out: train-F.safetensors (EMA weights, prior
-    included), train-F-log.jsonl, train-F-quality.json (all gates: LUA vs decode-resize-encode and pixel bicubic).
+    <train-data> is what tools/prepare_gpu_data.py writes. Each residual trains over the prior of the bundled
+    file (`--prior-from models/lua-F-small.safetensors`: the shipped autoencoder and refinement, no autoencoder
+    folder needed), else over <train-data>/vae_approx. Out: train-F.safetensors per family (EMA weights, prior
+    included); the log (first, every 100th and last step) and the quality gates go into gpu-kit.json.
     """
+    if len(families) > MAX_TRAIN_FAMILIES:
+        raise ValueError(f"--train takes at most {MAX_TRAIN_FAMILIES} families (8 files back), got {families}")
     data = Path(args.train_data)
-    run_dir = Path(args.train_run_dir) if args.train_run_dir else Path(tempfile.mkdtemp(prefix=f"lua-train-{family}-"))
     vae = Path(args.train_vae_approx) if args.train_vae_approx else data / "vae_approx"
-    exported = run_dir / f"lua-{family}.safetensors"
     folders = [str(data / d) for d in ("train", "photos") if (data / d).is_dir()] or [str(data / "train")]
-    train_cmd = [sys.executable, "-m", "lua_core", "train-v2", "--family", family, "--data", *folders]
-    train_cmd += ["--vae-approx", str(vae), "--run-dir", str(run_dir), "--val-fraction", "0"]  # hold-out already out
-    train_cmd += ["--minutes", str(args.train_minutes), "--export", str(exported)]
-    train_cmd += SMOKE_TRAIN if args.smoke else GPU_TRAIN
-    info: dict = {"family": family, "command": " ".join(train_cmd[1:]), "run_dir": str(run_dir)}
-    deadline = args.train_minutes * 60 + 300  # the trainer stops itself at --minutes (+ tile cache); hard stop
+    deadline = args.train_minutes * 60 + 150  # the trainer stops itself at --minutes (+ tile cache); hard stop
+    runs = {}
+    for family in families:
+        run_dir = Path(args.train_run_dir or tempfile.mkdtemp(prefix="lua-train-")) / family
+        bundled = ROOT / "models" / f"lua-{family}-small.safetensors"
+        cmd = [sys.executable, "-m", "lua_core", "train-v2", "--family", family, "--data", *folders]
+        cmd += ["--prior-from", str(bundled)] if bundled.is_file() else ["--vae-approx", str(vae)]
+        cmd += ["--run-dir", str(run_dir), "--val-fraction", "0"]  # the hold-out is already out
+        cmd += ["--minutes", str(args.train_minutes), "--export", str(run_dir / f"lua-{family}.safetensors")]
+        cmd += SMOKE_TRAIN if args.smoke else GPU_TRAIN
+        runs[family] = {"family": family, "command": " ".join(cmd[1:]), "run_dir": str(run_dir), "cmd": cmd}
     t0 = time.perf_counter()
-    info["train"] = _run(train_cmd, deadline)
-    info["train_s"] = round(time.perf_counter() - t0, 1)
-    if not exported.is_file():
-        info["error"] = f"no exported model at {exported}"
-        return info
-    shutil.copyfile(exported, out_dir / f"train-{family}.safetensors")
-    if (run_dir / "log.jsonl").is_file():
-        shutil.copyfile(run_dir / "log.jsonl", out_dir / f"train-{family}-log.jsonl")
-    quality = out_dir / f"train-{family}-quality.json"
-    eval_cmd = [sys.executable, str(ROOT / "bench" / "quality.py"), "--families", family, "--models", str(run_dir)]
-    eval_cmd += ["--pattern", "lua-{family}.safetensors", "--data", str(data / "holdout"), "--val-fraction", "1.0"]
-    eval_cmd += ["--vae-approx", str(vae), "--output", str(quality), "--docs", str(run_dir / "docs")]
-    info["eval"] = _run(eval_cmd, 600)
-    if quality.is_file():  # name the machine in this file too
-        report = json.loads(quality.read_text())
-        report["gpu_kit"] = {"device": args.device_name, "torch": torch.__version__}
-        quality.write_text(json.dumps(report, indent=1) + "\n")
-    info["files"] = sorted(p.name for p in out_dir.glob(f"train-{family}*"))
-    return info
+    for family, result in zip(runs, _run_all([r.pop("cmd") for r in runs.values()], deadline)):
+        runs[family]["train"] = result
+    wall = round(time.perf_counter() - t0, 1)
+    for family, info in runs.items():
+        info["train_s"] = wall  # side by side: the wall time of all of them
+        run_dir = Path(info["run_dir"])
+        exported = run_dir / f"lua-{family}.safetensors"
+        if not exported.is_file():
+            info["error"] = f"no exported model at {exported}"
+            continue
+        shutil.copyfile(exported, out_dir / f"train-{family}.safetensors")
+        if (run_dir / "log.jsonl").is_file():
+            log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+            info["steps"] = len(log)
+            info["log"] = [r for r in log if r["step"] % 100 == 0 or r is log[0] or r is log[-1]]
+        if not (data / "holdout").is_dir() or not vae.is_dir():
+            info["eval"] = {"skipped": "no holdout/ or vae_approx/ in the training data: evaluate at home"}
+            continue
+        quality = run_dir / "quality.json"
+        eval_cmd = [sys.executable, str(ROOT / "bench" / "quality.py"), "--families", family, "--models", str(run_dir)]
+        eval_cmd += ["--pattern", "lua-{family}.safetensors", "--data", str(data / "holdout"), "--val-fraction", "1.0"]
+        eval_cmd += ["--vae-approx", str(vae), "--output", str(quality), "--docs", str(run_dir / "docs")]
+        info["eval"] = _run(eval_cmd, 600)
+        if quality.is_file():
+            report = json.loads(quality.read_text())
+            info["quality"] = {
+                "n_images": report["n_images"],
+                "scales": {
+                    s: {"psnr": {k: v["psnr"] for k, v in r["mean"].items()}, "gates": r["gates"]}
+                    for s, r in report["families"][family]["scales"].items()
+                },
+            }
+    return runs
+
+
+def _run_all(cmds: list[list[str]], timeout: float) -> list[dict]:
+    """Run commands side by side (one GPU, one process each), each killed at `timeout`; their results in order."""
+    logs = [tempfile.TemporaryFile("w+") for _ in cmds]
+    procs = [subprocess.Popen(c, stdout=f, stderr=subprocess.STDOUT, text=True, cwd=ROOT) for c, f in zip(cmds, logs)]
+    t0, results = time.perf_counter(), []
+    for proc, log in zip(procs, logs):
+        try:
+            rc = proc.wait(timeout=max(1.0, timeout - (time.perf_counter() - t0)))
+            error = None
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc, error = None, f"killed after {timeout:.0f} s"
+        log.seek(0)
+        tail = log.read().strip().splitlines()[-15:]
+        results.append({"rc": rc, "output_tail": tail, **({"error": error} if error else {})})
+    return results
 
 
 def _run(cmd: list[str], timeout: float) -> dict:
@@ -649,13 +692,19 @@ def header(device: torch.device, smoke: bool, budget: float) -> dict:
     return head
 
 
+def section_rows(res: dict, name: str) -> list[dict]:
+    """A table section's rows; none where the section broke (it then holds {"error": ...})."""
+    rows = res.get(name)
+    return rows if isinstance(rows, list) else []
+
+
 def targets(res: dict) -> dict:
     """The issue's targets, judged from this run (None when the run did not measure it)."""
     out: dict = {}
     head = next(
         (
             r
-            for r in res.get("engine", [])
+            for r in section_rows(res, "engine")
             if r["impl"] == "ours" and r["dtype"] == "bf16" and r["scale"] == 2 and r["shape"][0] == 1
             and r["shape"][2] == (16 if res["smoke"] else 128) and "median_ms" in r
         ),
@@ -684,7 +733,7 @@ def targets(res: dict) -> dict:
         "target": f"<= {TARGET_LUA_SHARE_OF_DECODE:.0%}",
         "met": share <= TARGET_LUA_SHARE_OF_DECODE if share is not None else None,
     }
-    fp32 = next((r for r in res.get("tiling", []) if r["dtype"] == "fp32" and "max_abs_diff" in r), None)
+    fp32 = next((r for r in section_rows(res, "tiling") if r["dtype"] == "fp32" and "max_abs_diff" in r), None)
     ok = None
     if fp32:
         ok = fp32["max_abs_diff"] <= TARGET_TILED_MAX_ABS and (fp32.get("tiled_peak_mem_mb") or 0) <= TILE_BUDGET >> 20
@@ -708,7 +757,7 @@ def summary_text(res: dict) -> str:
         verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
         lines.append(f"  {name}: {t['value']} (target {t['target']}): {verdict}")
     lines += ["", "Engine (ours vs reference; ms median, peak MB, speed-up, rel L2 vs fp32 reference):"]
-    for r in res.get("engine", []):
+    for r in section_rows(res, "engine"):
         what = f"  x{r['scale']} {'x'.join(map(str, r['shape']))} {r['dtype']:4} {r['impl']:9}"
         if "median_ms" in r:
             lines.append(
@@ -727,7 +776,7 @@ def summary_text(res: dict) -> str:
             f"{p.get('decode_small_ms')} + SwinIR x2 {p.get('pixel_swinir_x2_ms')}); speed-up "
             f"{p.get('latent_path_speedup')}",
         ]
-    for r in res.get("tiling", []):
+    for r in section_rows(res, "tiling"):
         lines.append(
             f"Tiling x4 {r['shape']} {r['dtype']}: plan {r.get('plan')}, tiled {r.get('tiled_ms')} ms / "
             f"{r.get('tiled_peak_mem_mb')} MB, untiled {r.get('untiled_ms')} ms / {r.get('untiled_peak_mem_mb')} MB, "
@@ -742,8 +791,12 @@ def summary_text(res: dict) -> str:
     if s:
         lines.append(f"SDPA fused kernels accept our attention: {s.get('fused_kernels_accept_our_attention')} "
                      f"{s.get('fused_error', '')}; kernel launches per x2 call: {s.get('cuda_kernel_launches')}")
-    if res.get("train"):
-        lines.append(f"train: {json.dumps(res['train'])[:1500]}")
+    for family, t in (res.get("train") or {}).items():
+        last = (t.get("log") or [{}])[-1]
+        lines.append(
+            f"train {family}: rc {t.get('train', {}).get('rc')}, {t.get('steps')} steps, last loss {last.get('loss')}, "
+            f"{last.get('minutes')} min; {t.get('error', '')} {json.dumps(t.get('quality', t.get('eval')))[:600]}"
+        )
     for note in res.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines) + "\n"
@@ -756,7 +809,9 @@ def main() -> None:
     p.add_argument("--device", default=None, help="default: cuda if available (cpu with --smoke)")
     p.add_argument("--budget-s", type=float, default=420.0, help="time budget of the benchmark sections")
     p.add_argument("--compile-modes", default="default,reduce-overhead", help="LUA_COMPILE modes to time ('' = none)")
-    p.add_argument("--train", metavar="FAMILY", default="", help="also run the training sprint for this family")
+    p.add_argument(
+        "--train", metavar="FAMILIES", default="", help="also train these families first (comma-separated, side by side)"
+    )
     p.add_argument("--train-data", default=str(ROOT / ".gpu_data"), help="folder written by tools/prepare_gpu_data.py")
     p.add_argument("--train-vae-approx", default="", help="tiny autoencoder folder (default: <train-data>/vae_approx)")
     p.add_argument("--train-minutes", type=float, default=4.0)
@@ -773,7 +828,7 @@ def main() -> None:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.smoke else "cpu"))
     if device.type != "cuda" and not args.smoke:
         p.error("no CUDA device: the full kit needs a GPU; use --smoke on a CPU")
-    clock = Clock(args.budget_s)
+    started = time.perf_counter()
     res = header(device, args.smoke, args.budget_s)
     if args.smoke:
         res["notes"].append("smoke run: tiny network and shapes on the CPU; checks the kit works, measures nothing")
@@ -781,7 +836,7 @@ def main() -> None:
     json_path, text_path = out_dir / "gpu-kit.json", out_dir / "gpu-kit.txt"
 
     def report() -> None:
-        res["elapsed_s"] = round(clock.elapsed(), 1)
+        res["elapsed_s"] = round(time.perf_counter() - started, 1)
         res["targets"] = targets(res)
         json_path.write_text(json.dumps(res, indent=1) + "\n")
         text_path.write_text(summary_text(res))
@@ -793,6 +848,12 @@ def main() -> None:
         ("tiling", lambda: section_tiling(cfg, device, clock, args.smoke)),
         ("graph", lambda: section_graph(cfg, device, clock)),
     ]
+    if args.train:  # first: the models are what this device time is most for; the benchmarks fit what is left
+        res["train"] = section_train(args.train.split(","), args, out_dir)
+        res["section_s"] = {"train": round(time.perf_counter() - started, 1)}
+        report()
+        print(f"[{time.perf_counter() - started:6.1f} s] train done", flush=True)
+    clock = Clock(args.budget_s)  # the benchmark sections' budget starts after the training
     res["engine"] = []
     for name, fn in sections:
         t0 = time.perf_counter()
@@ -814,10 +875,6 @@ def main() -> None:
     modes = [m for m in args.compile_modes.split(",") if m]
     res["compile"] = section_compile(clock, args.smoke, modes if not args.smoke else modes[:1])
     report()
-    if args.train:
-        args.device_name = res["device"]
-        res["train"] = section_train(args.train, args, out_dir)
-        report()
     print(text_path.read_text())
 
 

@@ -73,7 +73,9 @@ class ModelInfo:
         if isinstance(cfg, ReencodeResidualConfig):
             shape = (
                 f"residual width {cfg.width}, {cfg.blocks} blocks, inputs {cfg.inputs}; prior: "
-                f"{self.prior['autoencoder']} decode -> {cfg.resize} -> encode (frozen, stored in the file)"
+                f"{self.prior['autoencoder']} decode -> {cfg.resize} -> encode"
+                + (f" -> {cfg.refine_steps} back-projection step(s) at rate {cfg.refine_rate}" if cfg.refine_steps else "")
+                + " (frozen, stored in the file)"
             )
         else:
             shape = f"width {cfg.embed_dim}, depths {list(cfg.depths)}, window {cfg.window_size}"

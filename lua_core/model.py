@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -93,8 +93,10 @@ def new_v2_model(
     blocks: int = 8,
     inputs: str = "latent+prior+pixels",
     vae_approx: str | os.PathLike = "",
+    refine: tuple[int, float] = (0, 0.0),
 ) -> LUAModel:
-    """An untrained v2 model (it equals decode -> bicubic -> encode) with the family's tiny autoencoder as prior."""
+    """An untrained v2 model (it equals its prior: decode -> bicubic -> encode, then `refine` = (steps, rate)
+    back-projection steps) with the family's tiny autoencoder."""
     from .tiny_ae import load_tiny_autoencoder  # local: tiny_ae reads files through checkpoint
 
     ae = load_tiny_autoencoder(family, [vae_approx] if vae_approx else [])
@@ -107,6 +109,8 @@ def new_v2_model(
         width=width,
         blocks=blocks,
         inputs=inputs,
+        refine_steps=refine[0],
+        refine_rate=refine[1],
         pooled_encoder=tuple(i for i, m in enumerate(ae.encoder) if getattr(m, "pool", None) is not None),
         pooled_decoder=tuple(i for i, m in enumerate(ae.decoder) if getattr(m, "pool", None) is not None),
     )
@@ -115,3 +119,20 @@ def new_v2_model(
     net.prior.decoder.load_state_dict(ae.decoder.state_dict())
     prior = {"kind": "reencode", "autoencoder": family.tiny_ae, "resize": cfg.resize, "source": Path(ae.source).name}
     return LUAModel(net.eval(), ModelInfo(cfg, family, {}, prior=prior), family.name)
+
+
+def new_v2_model_over_prior(
+    path: str | os.PathLike,
+    scales: tuple[int, ...] = (2, 4),
+    width: int = 64,
+    blocks: int = 8,
+    inputs: str = "latent+prior+pixels",
+) -> LUAModel:
+    """An untrained v2 model over the prior of an existing v2 file: same family, autoencoder and refinement."""
+    other = load_model(path)
+    if not isinstance(other.net, ReencodeResidual):
+        raise ValueError(f"{path}: {other.info.title()} has no re-encode prior; expected a v2 (reencode_residual) file")
+    cfg = replace(other.config, scales=tuple(scales), width=width, blocks=blocks, inputs=inputs)
+    net = ReencodeResidual(cfg)
+    net.prior.load_state_dict(other.net.prior.state_dict())
+    return LUAModel(net.eval(), ModelInfo(cfg, other.family, {}, prior=dict(other.info.prior)), other.family.name)

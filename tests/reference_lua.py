@@ -59,10 +59,10 @@ def _block(x, sd, p, hw, ws, heads, shift):
     q, k, v = qkv[0], qkv[1], qkv[2]
     attn = (q * (c // heads) ** -0.5) @ k.transpose(-2, -1)
     table = sd[p + "attn.relative_position_bias_table"]
-    bias = table[_rel_index(ws).view(-1)].view(n, n, -1).permute(2, 0, 1)
+    bias = table[_rel_index(ws).view(-1).to(table.device)].view(n, n, -1).permute(2, 0, 1)
     attn = attn + bias.unsqueeze(0)
     if shift:
-        mask = _mask(h, w, ws, shift)
+        mask = _mask(h, w, ws, shift).to(attn.device)  # built on the CPU, like the index (GPU kit: CUDA)
         nw = mask.shape[0]
         attn = attn.view(-1, nw, heads, n, n) + mask.unsqueeze(1).unsqueeze(0)
         attn = attn.view(-1, heads, n, n)

@@ -49,14 +49,7 @@ def smoke_dir(tmp_path_factory) -> Path:
 
 def test_smoke_writes_few_plainly_named_files(smoke_dir):
     names = sorted(p.name for p in smoke_dir.iterdir())
-    assert names == [
-        "gpu-kit-profile.txt",
-        "gpu-kit.json",
-        "gpu-kit.txt",
-        "train-sdxl-log.jsonl",
-        "train-sdxl-quality.json",
-        "train-sdxl.safetensors",
-    ]
+    assert names == ["gpu-kit-profile.txt", "gpu-kit.json", "gpu-kit.txt", "train-sdxl.safetensors"]
     assert len(names) <= 8 and all(p.stat().st_size < 16 * 2**20 for p in smoke_dir.iterdir())  # device limits
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", n) for n in names)  # what the device tool brings back
 
@@ -129,26 +122,30 @@ def test_flux_decoder_has_the_flux_vae_decoder_size():
 def test_training_sprint_smoke_trains_exports_and_scores_every_gate(smoke_dir):
     from lua_core import load_model
 
-    res = json.loads((smoke_dir / "gpu-kit.json").read_text())["train"]
+    kit = json.loads((smoke_dir / "gpu-kit.json").read_text())
+    res = kit["train"]["sdxl"]
     assert res["train"]["rc"] == 0 and res["eval"]["rc"] == 0 and "error" not in res, res
-    assert " train-v2 --family sdxl " in res["command"]
+    assert " train-v2 --family sdxl " in res["command"] and " --prior-from " in res["command"]
+    assert list(kit["section_s"])[0] == "train"  # the training runs before the benchmark sections
     model = load_model(smoke_dir / "train-sdxl.safetensors")
     assert model.family.name == "sdxl" and model.info.arch == "reencode_residual"  # a v2 model, prior included
-    log = [json.loads(line) for line in (smoke_dir / "train-sdxl-log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [1, 2, 3, 4] and [r["scale"] for r in log] == [2, 4, 2, 4]
-    assert all(r["loss"] > 0 for r in log) and log[0]["lr"] > log[-1]["lr"] >= 0  # cosine down over the 4 steps
-    quality = json.loads((smoke_dir / "train-sdxl-quality.json").read_text())
-    assert quality["gpu_kit"]["torch"] == torch.__version__ and quality["n_images"] == 2
+    shipped = load_model(gpu_kit.ROOT / "models" / "lua-sdxl-small.safetensors")
+    for k, v in shipped.net.prior.state_dict().items():  # trained over the bundled file's prior, unchanged
+        assert torch.equal(model.net.prior.state_dict()[k], v), k
+    assert res["steps"] == 4 and [r["step"] for r in res["log"]] == [1, 4]  # the first, every 100th and the last
+    assert all(r["loss"] > 0 for r in res["log"]) and res["log"][0]["lr"] > res["log"][-1]["lr"] >= 0  # cosine
+    assert res["quality"]["n_images"] == 2
     for scale in ("x2", "x4"):
-        gates = quality["families"]["sdxl"]["scales"][scale]["gates"]
+        gates = res["quality"]["scales"][scale]["gates"]
         assert set(gates) == {"beats_decode_resize_encode", "beats_pixel_bicubic", "goal_over_pixel_bicubic"}
+        assert res["quality"]["scales"][scale]["psnr"]["lua"] > 0
 
 
 def test_train_section_calls_the_training_cli_with_todays_flags(tmp_path, monkeypatch):
     from lua_core.cli import build_parser
 
     calls = []
-    monkeypatch.setattr(gpu_kit, "_run", lambda cmd, timeout: calls.append((cmd, timeout)) or {"rc": 0})
+    monkeypatch.setattr(gpu_kit, "_run_all", lambda cmds, timeout: [calls.append((c, timeout)) or {"rc": 0} for c in cmds])
     data = tmp_path / "data"
     for sub in ("vae_approx", "train", "photos"):
         (data / sub).mkdir(parents=True)
@@ -157,14 +154,18 @@ def test_train_section_calls_the_training_cli_with_todays_flags(tmp_path, monkey
         train_run_dir=str(tmp_path / "run"),
         train_vae_approx="",
         train_minutes=2.0,
-        device_name="cpu (test)",
         smoke=False,
     )
-    info = gpu_kit.section_train("sdxl", args, tmp_path / "out")
+    info = gpu_kit.section_train(["sdxl", "flux2"], args, tmp_path / "out")
+    assert [c[0][c[0].index("--family") + 1] for c in calls] == ["sdxl", "flux2"]  # one process per family
     cmd, timeout = calls[0]
-    assert cmd[1:4] == ["-m", "lua_core", "train-v2"] and timeout == 2.0 * 60 + 300
-    assert info["error"].startswith("no exported model")  # the fake run exported nothing, and says so
+    assert cmd[1:4] == ["-m", "lua_core", "train-v2"] and timeout == 2.0 * 60 + 150
+    assert info["sdxl"]["error"].startswith("no exported model")  # the fake run exported nothing, and says so
     parsed = build_parser().parse_args(cmd[3:])
     assert parsed.family == "sdxl" and parsed.data == [str(data / "train"), str(data / "photos")]
+    assert parsed.prior_from == str(gpu_kit.ROOT / "models" / "lua-sdxl-small.safetensors") and not parsed.vae_approx
     assert parsed.minutes == 2.0 and parsed.steps == 0  # the cosine schedule spans the time budget
-    assert (parsed.width, parsed.blocks, parsed.batch) == (128, 16, 64) and parsed.run_dir == str(tmp_path / "run")
+    assert (parsed.width, parsed.blocks, parsed.batch) == (80, 10, 64) and parsed.run_dir == str(tmp_path / "run" / "sdxl")
+    assert (parsed.tile, parsed.tiles_per_image, parsed.crop, parsed.context) == (256, 8, 128, 8)
+    with pytest.raises(ValueError, match="at most 5 families"):
+        gpu_kit.section_train(["sdxl", "sd1", "sd3", "flux1", "flux2", "sdxl"], args, tmp_path / "out")

@@ -60,6 +60,25 @@ def test_untrained_model_is_exactly_decode_bicubic_encode(family, scale):
     assert torch.equal(out, reference)
 
 
+@pytest.mark.parametrize("family", ["sd3", "flux2"])
+@pytest.mark.parametrize("scale", [2, 4])
+def test_untrained_refined_model_is_decode_bicubic_encode_then_back_projection(family, scale):
+    model = new_v2_model(get_family(family), vae_approx=VAE_APPROX, refine=(2, 0.8))
+    ae = load_tiny_autoencoder(family, [VAE_APPROX])
+    hr = smooth_image(128, seed=scale)
+    z = ae.encode(bicubic_resize(hr, (128 // scale, 128 // scale)).clamp(0, 1))
+    with torch.no_grad():  # back-projection written out in raw latent space, with the public autoencoder
+        target = ae.encode(bicubic_resize(ae.decode(z).clamp(0, 1), (128, 128)).clamp(0, 1))
+        reference = target
+        for _ in range(2):
+            reference = reference + 0.8 * (target - ae.encode(ae.decode(reference).clamp(0, 1)))
+    out = upscale_latent(model, z, scale)
+    assert out.shape == reference.shape
+    assert (out - reference).abs().max() <= 1e-4 * reference.abs().max()
+    assert (out - target).abs().max() > 1e-2 * target.abs().max()  # the refinement really moved the prior
+    assert "1 back-projection" not in model.info.describe() and "2 back-projection step(s)" in model.info.describe()
+
+
 def test_saved_file_is_self_contained_and_lossless(tmp_path):
     model = randomised_residual(new_v2_model(get_family("sdxl"), vae_approx=VAE_APPROX))
     path = tmp_path / "v2.safetensors"
@@ -105,11 +124,18 @@ def test_prior_is_frozen_and_only_the_residual_trains():
     assert all(n.split(".")[0] in ("stems", "trunk", "heads") for n in trainable)
 
 
-@pytest.mark.parametrize("image", ["gradient", "photo"])
+TILING_CASES = [  # (family, prior refinement, image): a trained-like residual; a refined prior reruns D and E
+    ("sdxl", (0, 0.0), "gradient"),
+    ("sdxl", (0, 0.0), "photo"),
+    ("sd3", (1, 0.8), "photo"),
+]
+
+
+@pytest.mark.parametrize("family,refine,image", TILING_CASES)
 @pytest.mark.parametrize("scale", [2, 4])
-def test_tiled_and_untiled_decode_alike_through_the_prior(image, scale):
-    model = randomised_residual(new_v2_model(get_family("sdxl"), vae_approx=VAE_APPROX), std=0.002)
-    ae = load_tiny_autoencoder("sdxl", [VAE_APPROX])
+def test_tiled_and_untiled_decode_alike_through_the_prior(family, refine, image, scale):
+    model = randomised_residual(new_v2_model(get_family(family), vae_approx=VAE_APPROX, refine=refine), std=0.002)
+    ae = load_tiny_autoencoder(family, [VAE_APPROX])
     size = {2: (384, 1536), 4: (256, 2560)}[scale]  # input latents 24x96 and 8x80: 48-pixel tiles cut them 3 and 2 ways
     if image == "photo":
         photo = to_tensor(load_rgb(sorted((SHARED / "data" / "photos" / "urban100").glob("*"))[0]))
@@ -122,7 +148,8 @@ def test_tiled_and_untiled_decode_alike_through_the_prior(image, scale):
     whole = upscale_latent(model, z, scale, tile_size=10_000)
     calls = []
     tiled = upscale_latent(model, z, scale, tile_size=48, progress=lambda d, t: calls.append((d, t)))
-    assert calls[-1][0] == calls[-1][1] and calls[-1][1] > len(model.net.progress_modules()), "must really tile"
+    # one progress unit per conv call of every tile (a refinement step reruns the prior's convs)
+    assert len(calls) == calls[-1][1] > model.net.progress_calls(), "must really tile"
     with torch.no_grad():
         a, b = ae.decode(whole).clamp(0, 1), ae.decode(tiled).clamp(0, 1)
     assert abs(psnr(a, hr).item() - psnr(b, hr).item()) <= 0.05
@@ -147,3 +174,71 @@ def test_training_warm_starts_from_a_shipped_residual(tmp_path):
         assert torch.equal(trainer.net.state_dict()[k], v), k
     with pytest.raises(ValueError, match="does not match this run's"):
         ResidualTrainer(ResidualTrainConfig(**{**cfg.__dict__, "width": 16}), say=lambda _: None)
+
+
+def test_a_new_residual_over_a_shipped_prior_starts_as_that_prior_and_keeps_its_refinement(tmp_path):
+    from conftest import TRAIN_IMAGES
+
+    from lua_core.model import new_v2_model_over_prior
+    from lua_core.train.residual import ResidualTrainConfig, ResidualTrainer
+
+    shipped = randomised_residual(new_v2_model(get_family("sd3"), width=8, blocks=1, vae_approx=VAE_APPROX, refine=(1, 0.8)))
+    shipped.save(tmp_path / "shipped.safetensors")
+    fresh = new_v2_model_over_prior(tmp_path / "shipped.safetensors", width=16, blocks=2)
+    assert (fresh.config.width, fresh.config.blocks) == (16, 2) and fresh.family.name == "sd3"
+    assert (fresh.config.refine_steps, fresh.config.refine_rate) == (1, 0.8) and fresh.info.prior == shipped.info.prior
+    for k, v in shipped.net.prior.state_dict().items():
+        assert torch.equal(fresh.net.prior.state_dict()[k], v), k
+    z = torch.randn(1, 16, 8, 8) * 0.5
+    for head in shipped.net.heads.values():  # the shipped file with its residual switched off = its prior alone
+        torch.nn.init.zeros_(head.weight)
+    assert torch.equal(upscale_latent(fresh, z, 2), upscale_latent(shipped, z, 2))
+
+    cfg = ResidualTrainConfig(
+        family="sd3", data=(str(TRAIN_IMAGES),), run_dir=str(tmp_path / "run"), width=8, blocks=1,
+        images_per_folder=1, synthetic_tiles=0, prior_from=str(tmp_path / "shipped.safetensors"), tile=128, crop=64,
+    )
+    trainer = ResidualTrainer(cfg, say=lambda _: None)  # no --vae-approx needed: the file holds the autoencoder
+    assert trainer.net.config.refine_steps == 1
+    with pytest.raises(ValueError, match="is a sd3 model, not sd1"):
+        ResidualTrainer(ResidualTrainConfig(**{**cfg.__dict__, "family": "sd1"}), say=lambda _: None)
+    with pytest.raises(ValueError, match="drop --vae-approx"):
+        ResidualTrainer(ResidualTrainConfig(**{**cfg.__dict__, "vae_approx": str(VAE_APPROX)}), say=lambda _: None)
+
+
+def test_several_tiles_per_image_are_distinct_and_keep_older_cache_keys(tmp_path):
+    from conftest import TRAIN_IMAGES
+
+    from lua_core.train.prior_tiles import TileSpec, build_tiles, cache_key, list_training_images
+
+    net = new_v2_model(get_family("sdxl"), width=8, blocks=1, vae_approx=VAE_APPROX).net
+    one = TileSpec((str(TRAIN_IMAGES),), 0.08, 64, 2, 0, 0)
+    three = TileSpec((str(TRAIN_IMAGES),), 0.08, 64, 2, 0, 0, tiles_per_image=3)
+    images = list_training_images(one)
+    legacy = {k: v for k, v in one.__dict__.items() if k != "tiles_per_image"}  # the key before the field existed
+    assert one.key_fields() == legacy and cache_key(one, images, net) != cache_key(three, images, net)
+    tiles = build_tiles(three, net, tmp_path, say=lambda _: None)
+    assert tiles["hr"].shape[0] == 3 * len(images) == 6
+    first = tiles["hr"][:3].flatten(1).float()
+    assert torch.cdist(first, first)[~torch.eye(3, dtype=torch.bool)].min() > 0  # three different cuts of image 1
+    assert set(tiles) == {"hr", "z2", "pix2", "prior2", "z4", "pix4", "prior4"}
+
+
+@pytest.mark.parametrize("gain", [0.0, 0.5])
+def test_head_gain_scales_the_residual_exactly(gain):
+    """tools/select_v2_heads.py ships a head at gain g: its output is prior + g * (trained output - prior)."""
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from select_v2_heads import with_head_gains
+
+    trained = randomised_residual(new_v2_model(get_family("sdxl"), width=8, blocks=1, vae_approx=VAE_APPROX))
+    prior = with_head_gains(trained, {"x2": 0.0, "x4": 0.0})
+    scaled = with_head_gains(trained, {"x2": gain})
+    z = torch.randn(1, 4, 8, 8)
+    p, t = upscale_latent(prior, z, 2), upscale_latent(trained, z, 2)
+    assert not torch.equal(p, t)  # the residual is really there
+    assert torch.allclose(upscale_latent(scaled, z, 2), p + gain * (t - p), atol=1e-5)
+    assert torch.equal(upscale_latent(scaled, z, 4), upscale_latent(trained, z, 4))  # other heads untouched

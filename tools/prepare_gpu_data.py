@@ -1,14 +1,18 @@
 """Compact training set for a GPU machine that gets only the working tree (64 MiB in all, ../shared stays behind).
 
-    python tools/prepare_gpu_data.py                  # -> .gpu_data/ (git-ignored), about 25 MB
+    python tools/prepare_gpu_data.py                  # -> .gpu_data/ (git-ignored), about 16 MB
 
 Writes, for `bench/gpu_kit.py --train FAMILY` (which trains a v2 model on `.gpu_data/train` and `.gpu_data/photos`):
   .gpu_data/train/     the training split of ../shared/data/train (hold-out excluded by the same hash rule),
-                       each image downscaled to a short side of --short-side px and stored as JPEG;
+                       each image downscaled to a short side of --short-side px and stored as --format;
                        the GPU builds its tile cache from these in seconds
   .gpu_data/photos/    the training split of ../shared/data/photos (research licences: see its README), the same way
-  .gpu_data/holdout/   the hold-out images as --holdout-side px center crops (JPEG q95) for bench/quality.py
-  .gpu_data/vae_approx the tiny autoencoders of --families (TAESD family, MIT, licence copied along)
+  .gpu_data/holdout/   with --holdout-side N: the hold-out images as N px center crops (q95) for bench/quality.py
+  .gpu_data/vae_approx with --families F,G: their tiny autoencoders (TAESD family, MIT, licence copied along);
+                       by default none: the sprint takes each prior from the bundled file (`train-v2 --prior-from`)
+The defaults are the sprint's (docs/gpu.md): the holdout and the autoencoders are for a kit run that evaluates
+on the GPU too, which the 64 MiB tree has no room for beside five bundled models.
+Images are stored as --format (webp: fewer bytes than jpg at the same --quality, which the device limit needs).
 Refuses to finish above --budget-mb, so the tree still fits the device's limit.
 """
 
@@ -35,13 +39,14 @@ def main() -> int:
     p.add_argument("--data", default=str(SHARED / "data" / "train"))
     p.add_argument("--photos", default=str(SHARED / "data" / "photos"), help="'' = leave the photos out")
     p.add_argument("--vae-approx", default=str(SHARED / "vae_approx"))
-    p.add_argument("--families", default="sdxl,flux1")
+    p.add_argument("--families", default="", help="tiny autoencoders to copy (default none)")
     p.add_argument("--out", default=str(ROOT / ".gpu_data"))
-    p.add_argument("--short-side", type=int, default=448)
-    p.add_argument("--quality", type=int, default=88)
-    p.add_argument("--holdout-side", type=int, default=384)
+    p.add_argument("--short-side", type=int, default=384)
+    p.add_argument("--quality", type=int, default=85)
+    p.add_argument("--holdout-side", type=int, default=0, help="0 = no holdout/ (the sprint evaluates at home)")
+    p.add_argument("--format", choices=("jpg", "webp"), default="webp")
     p.add_argument("--val-fraction", type=float, default=0.08, help="the hold-out rule of bench/quality.py")
-    p.add_argument("--budget-mb", type=float, default=45.0)
+    p.add_argument("--budget-mb", type=float, default=17.0)
     args = p.parse_args()
 
     root, out = Path(args.data), Path(args.out)
@@ -51,6 +56,8 @@ def main() -> int:
     for path in scan_images(root, args.short_side).usable:
         im = Image.fromarray(load_rgb(path))
         if path in holdout:
+            if not args.holdout_side:
+                continue
             side = min(im.size)
             box = ((im.width - side) // 2, (im.height - side) // 2)
             im = im.crop((*box, box[0] + side, box[1] + side)).resize((args.holdout_side,) * 2, Image.LANCZOS)
@@ -60,7 +67,7 @@ def main() -> int:
             if f < 1:
                 im = im.resize((round(im.width * f), round(im.height * f)), Image.LANCZOS)
             dest, q = out / "train" / path.relative_to(root), args.quality
-        dest = dest.with_name(dest.name + ".jpg")
+        dest = dest.with_name(f"{dest.name}.{args.format}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         im.save(dest, quality=q)
     if args.photos:
@@ -74,16 +81,19 @@ def main() -> int:
             if f < 1:
                 im = im.resize((round(im.width * f), round(im.height * f)), Image.LANCZOS)
             dest = out / "photos" / path.relative_to(photos)
-            dest = dest.with_name(dest.name + ".jpg")
+            dest = dest.with_name(f"{dest.name}.{args.format}")
             dest.parent.mkdir(parents=True, exist_ok=True)
             im.save(dest, quality=args.quality)
     ae_dir = out / "vae_approx"
-    ae_dir.mkdir(parents=True)
-    for fam in args.families.split(","):
+    families = [f for f in args.families.split(",") if f]
+    if families:
+        ae_dir.mkdir(parents=True)
+        shutil.copy(Path(args.vae_approx) / "LICENSE-taesd.txt", ae_dir)
+    for fam in families:
         name = get_family(fam).tiny_ae
-        for part in ("encoder", "decoder"):
-            shutil.copy(Path(args.vae_approx) / f"{name}_{part}.safetensors", ae_dir)
-    shutil.copy(Path(args.vae_approx) / "LICENSE-taesd.txt", ae_dir)
+        for part in ("encoder", "decoder"):  # taef2 ships as .pth only (tiny_ae.py reads both)
+            src = Path(args.vae_approx) / f"{name}_{part}.safetensors"
+            shutil.copy(src if src.is_file() else src.with_suffix(".pth"), ae_dir)
     sizes = {d.name: sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) / 2**20 for d in out.iterdir()}
     total = sum(sizes.values())
     counts = {d.name: sum(1 for f in d.rglob("*") if f.is_file()) for d in out.iterdir()}

@@ -4,9 +4,12 @@
 
 Images: the held-out split of ../shared/data/train (bench/quality.py's rule, never trained on) after the
 first --skip of them, which are the ones `bench/quality.py --limit 16` reports; so a head is chosen on other
-images than the ones its score is published on. Per head, the candidate's residual is compared with the prior
-alone (the same file with that head zeroed, i.e. decode -> bicubic -> encode); a head that scores below the
-prior is zeroed in --output and named in its provenance (`residual_disabled`). The current bundled file's
+images than the ones its score is published on. Per head, the candidate's residual is scored at the gains
+of --gains (the head's last conv scaled by g, so the output is prior + g * residual exactly): 0 is the prior
+alone (decode -> bicubic -> encode), 1 the candidate as trained. Each head ships at its best gain; a head whose
+best gain is 0 is zeroed and named in the provenance (`residual_disabled`), any other gain below 1 is recorded
+as `residual_gain`. (A residual that adds texture in the wrong phase costs PSNR at full strength while a part
+of it still helps: GPU-trained x4 heads scored 0.2 dB below the prior at gain 1.) The current bundled file's
 score on the same images is recorded too (--report), so the numbers say what a replacement would change.
 """
 
@@ -33,17 +36,19 @@ from lua_core.model import LUAModel, load_model  # noqa: E402
 from lua_core.tiny_ae import load_tiny_autoencoder  # noqa: E402
 
 WHY = (
-    "the trained residual scored below the prior (decode -> bicubic -> encode) on held-out images of "
-    "../shared/data/train (tools/select_v2_heads.py), so these heads ship as the prior alone"
+    "the trained residual scored below the prior (decode -> bicubic -> encode) at every gain tried on held-out "
+    "images of ../shared/data/train (tools/select_v2_heads.py), so these heads ship as the prior alone"
 )
+GAIN_WHY = "best of the gains tried on held-out images of ../shared/data/train (tools/select_v2_heads.py)"
 
 
-def with_heads_zeroed(model: LUAModel, heads: list[str]) -> LUAModel:
-    """A copy of a v2 model whose named heads ("x2", ...) return the prior alone (decode -> bicubic -> encode)."""
+def with_head_gains(model: LUAModel, gains: dict[str, float]) -> LUAModel:
+    """A copy of a v2 model whose named heads ("x2", ...) return prior + gain * residual (gain 0: the prior alone)."""
     net = copy.deepcopy(model.net)
-    for name in heads:
-        torch.nn.init.zeros_(net.heads[name].weight)
-        torch.nn.init.zeros_(net.heads[name].bias)
+    with torch.no_grad():
+        for name, gain in gains.items():
+            net.heads[name].weight.mul_(gain)
+            net.heads[name].bias.mul_(gain)
     return LUAModel(net, copy.deepcopy(model.info), model.name)
 
 
@@ -76,7 +81,9 @@ def main() -> None:
     p.add_argument("--max-side", type=int, default=384)
     p.add_argument("--skip", type=int, default=16, help="held-out images reserved for the quality report")
     p.add_argument("--limit", type=int, default=16)
+    p.add_argument("--gains", default="0,0.25,0.5,0.75,1", help="residual gains to try per head (0 and 1 included)")
     args = p.parse_args()
+    gains = sorted({0.0, 1.0, *(float(g) for g in args.gains.split(","))})
 
     candidate = load_model(args.candidate)
     if candidate.info.arch != "reencode_residual":
@@ -84,24 +91,28 @@ def main() -> None:
     family = candidate.family.name
     current_path = Path(args.current or ROOT / "models" / f"lua-{family}-small.safetensors")
     all_heads = [f"x{s}" for s in candidate.scales]
-    models = {
-        "candidate": candidate,
-        "prior": with_heads_zeroed(candidate, all_heads),
-        "current": load_model(current_path),
-    }
+    models = {f"gain{g:g}": with_head_gains(candidate, dict.fromkeys(all_heads, g)) for g in gains if g != 1}
+    models.update(candidate=candidate, current=load_model(current_path))
+    models["prior"] = models.pop("gain0")
     images = held_out_images(args.data, args.val_fraction)[args.skip : args.skip + args.limit]
     if not images:
         raise SystemExit(f"no held-out images left in {args.data} after --skip {args.skip}")
     ae = load_tiny_autoencoder(candidate.family, [args.vae_approx])
     t0 = time.time()
     per_scale = scores(models, ae, images, args.max_side)
-    disabled = [sc for sc, m in per_scale.items() if m["candidate"] < m["prior"]]
-    chosen = candidate
+    name_of = {g: "prior" if g == 0 else "candidate" if g == 1 else f"gain{g:g}" for g in gains}
+    # the best gain per head; ties go to the smaller gain (the prior on a tie, as before)
+    best = {sc: max(gains, key=lambda g, m=m: (m[name_of[g]], -g)) for sc, m in per_scale.items()}
+    disabled = [sc for sc, g in best.items() if g == 0]
+    chosen = with_head_gains(candidate, {sc: g for sc, g in best.items() if g != 1})
+    prov = dict(chosen.info.provenance)
     if disabled:
-        chosen = with_heads_zeroed(candidate, disabled)
-        chosen.info.provenance = {**chosen.info.provenance, "residual_disabled": disabled, "residual_disabled_why": WHY}
+        prov.update(residual_disabled=disabled, residual_disabled_why=WHY)
+    if any(0 < g < 1 for g in best.values()):
+        prov.update(residual_gain={sc: g for sc, g in best.items() if 0 < g < 1}, residual_gain_why=GAIN_WHY)
+    chosen.info.provenance = prov
     chosen.save(args.output)
-    shipped = {sc: m["prior"] if sc in disabled else m["candidate"] for sc, m in per_scale.items()}
+    shipped = {sc: per_scale[sc][name_of[g]] for sc, g in best.items()}
     report = {
         "candidate": str(args.candidate),
         "current": str(current_path),
@@ -109,13 +120,15 @@ def main() -> None:
         "images": [p.name for p in images],
         "max_side": args.max_side,
         "psnr": per_scale,
+        "gains_tried": gains,
+        "gain": best,
         "residual_disabled": disabled,
         "output_psnr": shipped,
         "output_minus_current_db": {sc: round(shipped[sc] - m["current"], 4) for sc, m in per_scale.items()},
         "seconds": round(time.time() - t0, 1),
     }
     Path(args.report or f"{args.output}.json").write_text(json.dumps(report, indent=1) + "\n")
-    print(json.dumps({k: report[k] for k in ("family", "psnr", "residual_disabled", "output_minus_current_db")}))
+    print(json.dumps({k: report[k] for k in ("family", "psnr", "gain", "output_minus_current_db")}))
 
 
 if __name__ == "__main__":

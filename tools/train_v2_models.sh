@@ -10,9 +10,15 @@
 #   trains the winner from scratch (zero residual = the pixel route) for STEPS.
 # CONTINUE=1 (the second run): per family, warm start from models/lua-<family>-small.safetensors, fp32, every
 #   training image of both folders, cosine over MINUTES of training (per family below), then
-#   tools/select_v2_heads.py zeroes heads that lose to the prior on held-out images 17-32,
+#   tools/select_v2_heads.py ships each head at its best residual gain (0 = prior) on held-out images 17-32,
 #   bench/quality.py reports images 1-16 with the old file's numbers beside (--previous), and
 #   tools/keep_if_better.py keeps the new file only if it beats the old one on every scale.
+# REFINE=1 with CONTINUE=1 (the third run): the same, but the prior gets one back-projection step per family
+#   (arch/reencode_residual.py), at the rate measured best on held-out images 17-32 before training
+#   (bench/results/prior-refinement.json); SDXL is left out there (taesdxl's round trip diverges under it).
+# CANDIDATES=DIR (files trained elsewhere, e.g. the GPU sprint's DIR/train-<family>.safetensors, docs/gpu.md):
+#   only the selection, report and keep-if-better steps above, per family (how the 2026-12-04 files were chosen:
+#   CANDIDATES=runs/gpu bash tools/train_v2_models.sh runs/gpu).
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,28 +28,48 @@ PY=${PY:-python}
 DATA=("$SHARED/data/train" "$SHARED/data/photos")
 common=(--data "${DATA[@]}" --vae-approx "$SHARED/vae_approx" --inputs latent+prior+pixels)
 
+# select heads on images 17-32, report on 1-16, keep the new file only if it beats the old one on every scale
+select_and_keep() {  # CANDIDATE FAMILY
+  local cand=$1 fam=$2
+  $PY tools/select_v2_heads.py --candidate "$cand" --output "$RUNS/$fam-selected.safetensors" \
+      --report "bench/results/selection/$fam.json"
+  cp "models/lua-$fam-small.safetensors" "$RUNS/$fam-before.safetensors"
+  cp "$RUNS/$fam-selected.safetensors" "models/lua-$fam-small.safetensors"
+  if $PY bench/quality.py --families "$fam" --limit 16 --update --previous "$RUNS/quality-before.json"; then
+    $PY tools/keep_if_better.py --family "$fam" --before-file "$RUNS/$fam-before.safetensors" \
+        --before-report "$RUNS/quality-before.json"
+  else
+    cp "$RUNS/$fam-before.safetensors" "models/lua-$fam-small.safetensors"
+    echo "bench/quality.py failed for $fam: the old file stays" >&2
+  fi
+}
+
+if [ -n "${CANDIDATES:-}" ]; then  # files trained elsewhere (the GPU sprint's train-<family>.safetensors)
+  mkdir -p "$RUNS"
+  [ -f "$RUNS/quality-before.json" ] || cp bench/results/quality.json "$RUNS/quality-before.json"
+  for fam in ${*:-sdxl flux1 sd3 sd1 flux2}; do
+    [ -f "$CANDIDATES/train-$fam.safetensors" ] && select_and_keep "$CANDIDATES/train-$fam.safetensors" "$fam"
+  done
+  exit 0
+fi
+
 if [ "${CONTINUE:-0}" = 1 ]; then
   mkdir -p "$RUNS"
   [ -f "$RUNS/quality-before.json" ] || cp bench/results/quality.json "$RUNS/quality-before.json"
   for fam in ${*:-sdxl sd3 flux1 sd1 flux2}; do
     case $fam in sdxl) minutes=18;; sd3) minutes=15;; flux1) minutes=14;; sd1) minutes=13;; *) minutes=12;; esac
     run="$RUNS/$fam"
+    refine=()
+    if [ "${REFINE:-0}" = 1 ]; then
+      case $fam in flux2|sd3|sd1) refine=(--refine-steps 1 --refine-rate 0.8);; flux1) refine=(--refine-steps 1 --refine-rate 0.5);;
+        *) echo "no prior refinement for $fam (see bench/results/prior-refinement.json)" >&2; continue;; esac
+    fi
     start=(--init-from "models/lua-$fam-small.safetensors")
     [ -f "$run/state.pt" ] && start=(--resume)
     $PY -m lua_core train-v2 --family "$fam" "${common[@]}" --run-dir "$run" --cache-dir "$RUNS/cache-$fam" \
         --steps 0 --minutes "${MINUTES:-$minutes}" --images-per-folder 0 --amp off \
-        --export "$RUNS/$fam.safetensors" --note "bundled v2 model, cpu (fp32 warm-start continuation)" "${start[@]}"
-    $PY tools/select_v2_heads.py --candidate "$RUNS/$fam.safetensors" --output "$RUNS/$fam-selected.safetensors" \
-        --report "bench/results/selection/$fam.json"
-    cp "models/lua-$fam-small.safetensors" "$RUNS/$fam-before.safetensors"
-    cp "$RUNS/$fam-selected.safetensors" "models/lua-$fam-small.safetensors"
-    if $PY bench/quality.py --families "$fam" --limit 16 --update --previous "$RUNS/quality-before.json"; then
-      $PY tools/keep_if_better.py --family "$fam" --before-file "$RUNS/$fam-before.safetensors" \
-          --before-report "$RUNS/quality-before.json"
-    else
-      cp "$RUNS/$fam-before.safetensors" "models/lua-$fam-small.safetensors"
-      echo "bench/quality.py failed for $fam: the old file stays" >&2
-    fi
+        --export "$RUNS/$fam.safetensors" --note "bundled v2 model, cpu (fp32 warm-start continuation)" "${refine[@]}" "${start[@]}"
+    select_and_keep "$RUNS/$fam.safetensors" "$fam"
   done
   exit 0
 fi

@@ -94,13 +94,16 @@ def gpu_section() -> str:
         "| latent | scale | dtype | ours (ms) | reference (ms) | speed-up | peak MB ours | rel. error vs fp32 ref |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in kit["engine"]:
+    engine_rows = kit["engine"] if isinstance(kit["engine"], list) else []  # a dict: the section broke
+    if not engine_rows:
+        engine.append(f"| engine section failed on this run: {kit['engine'].get('error')} | | | | | | | |")
+    for r in engine_rows:
         if r["impl"] != "ours" or "median_ms" not in r:
             continue
         ref = next(
             (
                 x
-                for x in kit["engine"]
+                for x in engine_rows
                 if x["impl"] == "reference" and x["dtype"] == r["dtype"] and x["scale"] == r["scale"]
                 and x["shape"] == r["shape"] and "median_ms" in x
             ),
@@ -122,6 +125,18 @@ def gpu_section() -> str:
         if p.get("latent_path_ms")
         else ""
     )
+    g = kit.get("graph", {})
+    graph = (
+        f"CUDA graph of the network ({g['case']}): replay {g['graph_replay_ms']} ms vs eager {g['eager_network_ms']} ms."
+        if g.get("graph_replay_ms")
+        else ""
+    )
+    compiled = [
+        f"`LUA_COMPILE={c['mode']}`: {c['compiled_ms']} ms vs eager {c['eager_ms']} ms through the engine "
+        f"(first call {c['first_call_s']} s)."
+        for c in kit.get("compile", [])
+        if "compiled_ms" in c
+    ]
     return "\n".join(
         [
             f"GPU: {kit['device']}, torch {kit['torch']}, from `bench/results/{kits[-1].name}` ({kit['date']}; "
@@ -132,6 +147,9 @@ def gpu_section() -> str:
             *engine,
             "",
             pipe,
+            "",
+            graph,
+            *compiled,
         ]
     )
 
@@ -211,7 +229,27 @@ def cost_section() -> str:
         "| machine | v2 x2 | v1 x2 | SDXL VAE decode | v2 / decode | v1 / decode | target |",
         "|---|---|---|---|---|---|---|",
     ]
-    return "\n".join([head, "", *table, *rows])
+    return "\n".join([head, "", *table, *rows, *bundled_cost_rows()])
+
+
+def bundled_cost_rows() -> list[str]:
+    """Every bundled v2 model's x2 to the same 1024² pixels, against the same decode (refined priors cost more)."""
+    lines = []
+    for name in ("cost-cpu.json", "cost-cuda.json"):
+        c = load(name)
+        if not c or not c.get("bundled"):
+            continue
+        lines += [
+            "",
+            f"Every bundled model on {c['device']} ({c['threads']} threads), x2 to 1024² px against the same decode:",
+            "",
+            "| file | prior back-projection steps | x2 | share of SDXL VAE decode |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| `{b['file']}` | {b['refine_steps']} | {b['x2_s']:.3f} s | {b['share_of_decode']:.1%} |" for b in c["bundled"]
+        ]
+    return lines
 
 
 def models_section() -> str:
@@ -231,6 +269,7 @@ def models_section() -> str:
                 f"{n / 1e6:.2f} M ({prior['autoencoder']} prior included) | {path.stat().st_size / 1e6:.1f} MB | "
                 f"v2: {training_runs(prov)} on {prov.get('hardware')}, from {' + '.join(prov.get('data', []))}"
                 + (f"; {', '.join(prov['residual_disabled'])}: prior only" if prov.get("residual_disabled") else "")
+                + "".join(f"; {sc} residual at gain {g}" for sc, g in prov.get("residual_gain", {}).items())
                 + " |"
             )
             continue

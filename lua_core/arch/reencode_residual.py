@@ -3,7 +3,10 @@
     out = E(bicubic(D(z), s)) + f(z, prior, D(z))
 
 D and E are the family's tiny autoencoder (TAESD family), frozen and stored in the same file. The prior
-is exactly the "decode -> bicubic -> encode" route; `f` is a small conv network that runs at the
+is exactly the "decode -> bicubic -> encode" route t = E(up), optionally followed by `refine_steps`
+back-projection steps p <- p + rate * (t - E(D(p))) that pull D(p) towards the bicubic pixels where the
+round trip E -> D loses them (taef2: about +0.4 dB at x2; under taesdxl the iteration diverges, so SDXL
+models use 0 steps; bench/prior_refinement.py measures it). `f` is a small conv network that runs at the
 *input* latent resolution (the prior and the decoded pixels enter it by space-to-depth) and writes its
 residual through a pixel-shuffle head per scale whose last conv starts at zero, so an untrained model
 returns the prior tensor itself and training can only add to it.
@@ -42,6 +45,8 @@ class ReencodeResidualConfig:
     resize: str = "bicubic"  # how the prior resizes the decoded pixels (the only rule so far)
     pooled_encoder: tuple[int, ...] = ()  # taef2: encoder/decoder blocks with the extra pooled branch
     pooled_decoder: tuple[int, ...] = ()
+    refine_steps: int = 0  # back-projection steps on the prior (0 = plain decode -> bicubic -> encode)
+    refine_rate: float = 0.0  # step size of each: p <- p + rate * (E(target) - E(D(p)))
 
     def __post_init__(self) -> None:
         for name in ("scales", "pooled_encoder", "pooled_decoder"):
@@ -55,6 +60,8 @@ class ReencodeResidualConfig:
             problems.append(f"inputs {self.inputs!r} must be one of {INPUT_VARIANTS}")
         if self.resize != "bicubic":
             problems.append(f"resize {self.resize!r}: only 'bicubic' is defined")
+        if self.refine_steps < 0 or (self.refine_steps and not 0 < self.refine_rate <= 1):
+            problems.append(f"refine_steps {self.refine_steps} / refine_rate {self.refine_rate}: need steps >= 0, 0 < rate <= 1")
         if self.width < 8 or self.blocks < 1:
             problems.append(f"width {self.width} / blocks {self.blocks} too small")
         if problems:
@@ -97,6 +104,7 @@ class ReencodePrior(nn.Module):
         super().__init__()
         self.decoder = make_decoder(cfg.vae_channels, cfg.pooled_decoder)
         self.encoder = make_encoder(cfg.vae_channels, cfg.pooled_encoder)
+        self.refine_steps, self.refine_rate = cfg.refine_steps, cfg.refine_rate
         self.requires_grad_(False)
 
     def decode(self, zs: torch.Tensor) -> torch.Tensor:
@@ -106,7 +114,11 @@ class ReencodePrior(nn.Module):
     def forward(self, pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Decoded pixels [B, 3, 8h, 8w] -> scaled latent of their bicubic resize to `size` (pixels)."""
         up = F.interpolate(pixels, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-        return self.encoder(up)
+        target = self.encoder(up)
+        prior = target
+        for _ in range(self.refine_steps):  # back-projection: move the latent by what the round trip lost
+            prior = prior + self.refine_rate * (target - self.encoder(self.decode(prior)))
+        return prior
 
 
 class ReencodeResidual(nn.Module):
@@ -145,6 +157,11 @@ class ReencodeResidual(nn.Module):
         convs = [m for m in self.prior.modules() if isinstance(m, nn.Conv2d)]
         return [*convs, *self.trunk]
 
+    def progress_calls(self) -> int:
+        """Forward calls of the progress modules in one pass (each refinement step reruns the prior's convs)."""
+        convs = sum(isinstance(m, nn.Conv2d) for m in self.prior.modules())
+        return convs * (1 + self.config.refine_steps) + len(self.trunk)
+
     def max_auto_tile(self, device_type: str) -> int | None:
         """Largest automatic tile: on a CPU one prior conv at 64-pixel tiles (x2: 1024 px out) takes ~2 s, so
         Cancel answers within seconds; GPUs take whatever fits in memory."""
@@ -155,6 +172,8 @@ class ReencodeResidual(nn.Module):
         pixels_in = (PIXEL_FACTOR * self.config.patch) ** 2  # image pixels per input latent pixel
         decoder = pixels_in * 64 * 4  # a few 64-channel maps alive at once at full resolution
         encoder = pixels_in * scale * scale * 64 * 3
+        if self.config.refine_steps:  # refinement decodes at the output size
+            decoder = max(decoder, pixels_in * scale * scale * 64 * 4)
         residual = self.config.width * 6 + self.config.vae_channels * scale * scale * 4
         return int((decoder + encoder + residual) * elem * 1.25)
 

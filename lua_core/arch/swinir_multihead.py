@@ -441,6 +441,10 @@ class SwinIRMultiHead(nn.Module):
         """Modules whose every forward call is one unit of progress (and a chance to cancel)."""
         return [block for layer in self.layers for block in layer.residual_group.blocks]
 
+    def progress_calls(self) -> int:
+        """Forward calls of the progress modules in one pass (each block runs once)."""
+        return len(self.progress_modules())
+
     def max_auto_tile(self, device_type: str) -> int | None:
         """No cap beyond memory: a transformer block is a fraction of a second even on a CPU."""
         return None

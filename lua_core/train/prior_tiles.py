@@ -25,6 +25,7 @@ from ..imaging import bicubic_resize, load_rgb, to_tensor
 from .data import synthetic_smooth_tile
 
 CACHE_VERSION = 1
+ENCODE_CHUNK = 32  # tiles encoded per batch on a GPU
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,14 @@ class TileSpec:
     images_per_folder: int  # 0 = all; else a seeded random sample (encoding is the expensive part on a CPU)
     synthetic_tiles: int
     seed: int
+    tiles_per_image: int = 1  # random tiles cut from each image (a GPU sprint trains on many more crops)
+
+    def key_fields(self) -> dict:
+        """The fields the cache key hashes; tiles_per_image only when not 1, so older caches keep their keys."""
+        d = dict(self.__dict__)
+        if d["tiles_per_image"] == 1:
+            del d["tiles_per_image"]
+        return d
 
 
 def list_training_images(spec: TileSpec) -> list[Path]:
@@ -56,7 +65,9 @@ def cache_key(spec: TileSpec, images: list[Path], net: ReencodeResidual) -> str:
     """Content key: tile settings, image bytes, the prior's config and weights (never mtimes)."""
     cfg = net.config  # only what changes the cached tensors: the residual's shape and inputs do not
     prior = [cfg.channels, cfg.patch, cfg.scale_factor, cfg.shift_factor, list(cfg.scales), cfg.resize]
-    h = hashlib.sha256(json.dumps([CACHE_VERSION, spec.__dict__, prior], sort_keys=True).encode())
+    if cfg.refine_steps:  # appended only when used, so the caches of unrefined priors keep their keys
+        prior += [cfg.refine_steps, cfg.refine_rate]
+    h = hashlib.sha256(json.dumps([CACHE_VERSION, spec.key_fields(), prior], sort_keys=True).encode())
     for p in images:
         h.update(hashlib.sha256(p.read_bytes()).digest())
     update_digest(h, net.prior.state_dict().items())
@@ -78,18 +89,18 @@ def tile_of(path: Path, spec: TileSpec, rng: np.random.Generator) -> torch.Tenso
 
 
 @torch.no_grad()
-def encode_tile(net: ReencodeResidual, hr: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One HR tile [1, 3, S, S] -> the cached tensors (scaled, unpacked latents; pixels as uint8)."""
+def encode_tiles(net: ReencodeResidual, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+    """HR tiles [B, 3, S, S] -> the cached tensors (scaled, unpacked latents; pixels as uint8), batch first."""
     s = hr.shape[-1]
-    out = {"hr": (hr[0] * 255 + 0.5).to(torch.uint8)}
+    out = {"hr": (hr * 255 + 0.5).to(torch.uint8)}
     hr = hr.to(next(net.parameters()).device)
     for scale in net.config.scales:
         lr = bicubic_resize(hr, (s // scale, s // scale)).clamp(0, 1)
         zs = net.prior.encoder(lr)
         pixels = net.prior.decode(zs)
-        out[f"z{scale}"] = zs[0].cpu()
-        out[f"pix{scale}"] = pixels[0].cpu()
-        out[f"prior{scale}"] = net.prior(pixels, (s, s))[0].cpu()
+        out[f"z{scale}"] = zs.cpu()
+        out[f"pix{scale}"] = pixels.cpu()
+        out[f"prior{scale}"] = net.prior(pixels, (s, s)).cpu()
     return out
 
 
@@ -103,15 +114,16 @@ def build_tiles(spec: TileSpec, net: ReencodeResidual, cache_dir: Path, say=prin
         return load_file(str(path))
     rng = np.random.default_rng(spec.seed)
     rows: dict[str, list[torch.Tensor]] = {}
-    tiles = [tile_of(p, spec, rng) for p in images]
+    tiles = [tile_of(p, spec, rng) for p in images for _ in range(spec.tiles_per_image)]
     tiles += [synthetic_smooth_tile(spec.tile, rng) for _ in range(spec.synthetic_tiles)]
     say(f"encoding {len(tiles)} tiles from {len(images)} images (+{spec.synthetic_tiles} synthetic) once")
-    for i, t in enumerate(tiles):
-        for k, v in encode_tile(net, t).items():
+    chunk = ENCODE_CHUNK if next(net.parameters()).is_cuda else 1  # one at a time on a CPU, as before (least memory)
+    for i in range(0, len(tiles), chunk):
+        for k, v in encode_tiles(net, torch.cat(tiles[i : i + chunk])).items():
             rows.setdefault(k, []).append(v)
-        if (i + 1) % 100 == 0:
-            say(f"  {i + 1}/{len(tiles)} tiles")
-    stacked = {k: torch.stack(v).contiguous() for k, v in rows.items()}
+        if (i + chunk) // 100 > i // 100:
+            say(f"  {min(i + chunk, len(tiles))}/{len(tiles)} tiles")
+    stacked = {k: torch.cat(v).contiguous() for k, v in rows.items()}
     cache_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(
         path, lambda tmp: save_file(stacked, tmp, metadata={"images": str(len(images)), "tiles": str(len(tiles))})

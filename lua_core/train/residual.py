@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Sampler
 from ..arch.reencode_residual import PIXEL_FACTOR, ReencodeResidual
 from ..families import get_family
 from ..fileio import atomic_write
-from ..model import LUAModel, new_v2_model
+from ..model import LUAModel, new_v2_model, new_v2_model_over_prior
 from .prior_tiles import TileCrops, TileSpec, build_tiles
 
 
@@ -46,7 +46,13 @@ class ResidualTrainConfig:
     width: int = 64
     blocks: int = 8
     inputs: str = "latent+prior+pixels"
-    tile: int = 192  # HR pixels per cached tile (one random tile per image; a multiple of 8 * max scale)
+    refine_steps: int = 0  # back-projection steps of the prior (see arch/reencode_residual.py)
+    refine_rate: float = 0.0
+    # a v2 file whose prior (autoencoder and refinement) the new residual trains over: no --vae-approx and no
+    # refine settings needed, and the result has exactly the shipped file's prior
+    prior_from: str = ""
+    tile: int = 192  # HR pixels per cached tile (a multiple of 8 * max scale)
+    tiles_per_image: int = 1  # random tiles cut from each image
     images_per_folder: int = 100  # 0 = all
     synthetic_tiles: int = 16  # flat colours and gradients (flat must stay flat)
     val_fraction: float = 0.08
@@ -71,7 +77,13 @@ class ResidualTrainConfig:
     def spec(self) -> TileSpec:
         """The part of the config that decides the tile cache."""
         return TileSpec(
-            tuple(self.data), self.val_fraction, self.tile, self.images_per_folder, self.synthetic_tiles, self.seed
+            tuple(self.data),
+            self.val_fraction,
+            self.tile,
+            self.images_per_folder,
+            self.synthetic_tiles,
+            self.seed,
+            self.tiles_per_image,
         )
 
 
@@ -119,7 +131,23 @@ class ResidualTrainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        self.model = new_v2_model(get_family(cfg.family), cfg.scales, cfg.width, cfg.blocks, cfg.inputs, cfg.vae_approx)
+        if cfg.prior_from:
+            if cfg.vae_approx or cfg.refine_steps:
+                raise ValueError("--prior-from takes the autoencoder and its refinement from the file: drop "
+                                 "--vae-approx / --refine-steps")
+            self.model = new_v2_model_over_prior(cfg.prior_from, cfg.scales, cfg.width, cfg.blocks, cfg.inputs)
+            if self.model.family.name != cfg.family:
+                raise ValueError(f"--prior-from {cfg.prior_from} is a {self.model.family.name} model, not {cfg.family}")
+        else:
+            self.model = new_v2_model(
+                get_family(cfg.family),
+                cfg.scales,
+                cfg.width,
+                cfg.blocks,
+                cfg.inputs,
+                cfg.vae_approx,
+                refine=(cfg.refine_steps, cfg.refine_rate),
+            )
         self.net: ReencodeResidual = self.model.net
         if cfg.init_from:
             self.warm_start(cfg.init_from)
@@ -144,11 +172,14 @@ class ResidualTrainer:
         self.crops = {s: TileCrops(tiles, s, crop_latent(cfg, s), cfg.seed) for s in cfg.scales}
 
     def warm_start(self, path: str) -> None:
-        """Copy the residual of a shipped v2 file (same family and shape) into this run's network."""
+        """Copy the residual of a shipped v2 file (same family and shape; its prior may be refined differently)."""
         from ..model import load_model
 
         other = load_model(path)
-        if other.info.arch != ReencodeResidual.ARCH or other.config != self.net.config:
+        mine = self.net.config
+        if other.info.arch != ReencodeResidual.ARCH or replace(
+            other.config, refine_steps=mine.refine_steps, refine_rate=mine.refine_rate
+        ) != mine:
             raise ValueError(
                 f"--init-from {path}: {other.info.title()} does not match this run's {self.model.info.title()}"
             )
@@ -272,6 +303,7 @@ class ResidualTrainer:
             else torch.cuda.get_device_name(),
             "date": time.strftime("%Y-%m-%d"),
             **({"note": note} if note else {}),
+            **({"prior_from": Path(self.cfg.prior_from).name} if self.cfg.prior_from else {}),
             **self.warm_start_provenance(),
         }
         model.save(path)
