@@ -131,7 +131,10 @@ def new_v2_model_over_prior(
     """An untrained v2 model over the prior of an existing v2 file: same family, autoencoder and refinement."""
     other = load_model(path)
     if not isinstance(other.net, ReencodeResidual):
-        raise ValueError(f"{path}: {other.info.title()} has no re-encode prior; expected a v2 (reencode_residual) file")
+        raise ValueError(
+            f"{path}: {other.info.title()} has no re-encode prior; expected a v2 (reencode_residual) file such as "
+            "models/lua-<family>-small.safetensors"
+        )
     cfg = replace(other.config, scales=tuple(scales), width=width, blocks=blocks, inputs=inputs)
     net = ReencodeResidual(cfg)
     net.prior.load_state_dict(other.net.prior.state_dict())

@@ -137,7 +137,10 @@ class ResidualTrainer:
                                  "--vae-approx / --refine-steps")
             self.model = new_v2_model_over_prior(cfg.prior_from, cfg.scales, cfg.width, cfg.blocks, cfg.inputs)
             if self.model.family.name != cfg.family:
-                raise ValueError(f"--prior-from {cfg.prior_from} is a {self.model.family.name} model, not {cfg.family}")
+                raise ValueError(
+                    f"--prior-from {cfg.prior_from} is a {self.model.family.name} model, not {cfg.family}: give "
+                    f"models/lua-{cfg.family}-small.safetensors or --family {self.model.family.name}"
+                )
         else:
             self.model = new_v2_model(
                 get_family(cfg.family),
