@@ -207,9 +207,12 @@ def stage_text(stages) -> str:
     return ",".join(str(v) for v in stages) if isinstance(stages, list) else str(stages)
 
 
+COST_FILES = ("cost-cpu.json", "cost-cuda.json")  # bench/cost.py on a CPU; bench/gpu_kit.py's cost section
+
+
 def cost_section() -> str:
     rows = []
-    for name in ("cost-cpu.json", "cost-cuda.json"):
+    for name in COST_FILES:
         c = load(name)
         if c is None:
             continue
@@ -235,7 +238,7 @@ def cost_section() -> str:
 def bundled_cost_rows() -> list[str]:
     """Every bundled v2 model's x2 to the same 1024² pixels, against the same decode (refined priors cost more)."""
     lines = []
-    for name in ("cost-cpu.json", "cost-cuda.json"):
+    for name in COST_FILES:
         c = load(name)
         if not c or not c.get("bundled"):
             continue
