@@ -1,9 +1,11 @@
-"""Which inputs should the v2 residual see? Two variants trained for the same steps, scored on held-out images.
+"""Which inputs should the v2 residual see? The variants trained for the same steps, scored on held-out images.
 
     python bench/input_variants.py --family sdxl --compare-steps 200 --limit 12
 
-Variants: `latent+prior` (z and the space-to-depth prior) and `latent+prior+pixels` (plus the decoded input
-pixels, space-to-depth, which the prior computes anyway). Both start from the same tile cache, seed and
+Variants (arch/reencode_residual.py INPUT_VARIANTS): `latent+prior` (z and the space-to-depth prior),
+`latent+prior+pixels` (plus the decoded input pixels, space-to-depth, which the prior computes anyway) and
+`latent+prior+pixels+error` (plus the prior's round-trip error; added 2026-12-05, after the committed
+comparison of the first two, so bench/results/input-variants-sdxl.json has two). All start from the same tile cache, seed and
 schedule (`--steps`, cosine) and stop after `--compare-steps` steps (equal work: on a shared 2-core machine
 wall-clock minutes vary with the load, so the minutes each took are recorded, not used); each is then scored with
 `bench/quality.py`'s protocol on the first `--limit` held-out images of ../shared/data/train. The runs stay in

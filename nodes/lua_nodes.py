@@ -132,7 +132,8 @@ class LUAModelLoader(io.ComfyNode):
                     default="auto",
                     tooltip="Compute precision. auto: what ComfyUI picks for this device (bf16 on GPUs where core "
                     "uses it, fp32 on CPU or with --force-fp32). fp32 matches the official LUA code exactly; "
-                    "fp16 can overflow on some latents.",
+                    "fp16 can overflow on some latents. bf16 on a CPU is fast only where the CPU has bf16 "
+                    "instructions (AVX-512 BF16, AMX); on others it runs several times slower than fp32.",
                 ),
             ],
             outputs=[

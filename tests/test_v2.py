@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import SHARED, VAE_APPROX
 from safetensors import safe_open
 
@@ -174,6 +175,106 @@ def test_training_warm_starts_from_a_shipped_residual(tmp_path):
         assert torch.equal(trainer.net.state_dict()[k], v), k
     with pytest.raises(ValueError, match="does not match this run's"):
         ResidualTrainer(ResidualTrainConfig(**{**cfg.__dict__, "width": 16}), say=lambda _: None)
+
+
+@pytest.mark.parametrize("refine", [(0, 0.0), (1, 0.5)])
+def test_error_input_is_the_round_trip_error_of_the_prior_target(refine):
+    """The "+error" variant feeds f with t - E(D(t)), t = E(bicubic(D(z))): written out with the public autoencoder."""
+    model = new_v2_model(get_family("flux1"), width=8, blocks=1, vae_approx=VAE_APPROX, refine=refine,
+                         inputs="latent+prior+pixels+error")
+    ae = load_tiny_autoencoder("flux1", [VAE_APPROX])
+    z = ae.encode(smooth_image(64, seed=3))
+    net = model.net
+    with torch.no_grad():
+        zs = net.to_scaled(z)
+        prior, error = net.prior(net.prior.decode(zs), (128, 128), with_error=True)
+        target = ae.encode(bicubic_resize(ae.decode(z).clamp(0, 1), (128, 128)).clamp(0, 1))
+        reference = target - ae.encode(ae.decode(target).clamp(0, 1))
+        assert torch.allclose(net.to_raw(error), reference + get_family("flux1").shift_factor, atol=1e-4)
+        assert net.prior(net.prior.decode(zs), (128, 128))[1] is None  # computed only when asked for
+    assert net.input_channels(2) == 16 + 16 * 4 + 3 * 64 + 16 * 4
+    assert net.progress_calls() == sum(isinstance(m, torch.nn.Conv2d) for m in net.prior.modules()) * 2 + 1
+    assert torch.equal(upscale_latent(model, z, 2), net.to_raw(prior))  # untrained: still exactly the prior
+    randomised_residual(model)
+    with torch.no_grad():
+        for stem in net.stems.values():  # only the error's stem channels: the output must follow them
+            stem.weight.zero_()
+            stem.weight[:, -16:].normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(upscale_latent(model, z, 2), net.to_raw(prior))
+
+
+def test_warm_start_into_the_error_variant_starts_as_the_shipped_file_and_caches_the_error(tmp_path):
+    from conftest import TRAIN_IMAGES
+
+    from lua_core.train.residual import ResidualTrainConfig, ResidualTrainer, pixel_loss
+
+    shipped = randomised_residual(
+        new_v2_model(get_family("sd3"), width=8, blocks=1, vae_approx=VAE_APPROX, refine=(1, 0.5)), std=0.01
+    )
+    shipped.save(tmp_path / "shipped.safetensors")
+    cfg = ResidualTrainConfig(
+        family="sd3", data=(str(TRAIN_IMAGES),), run_dir=str(tmp_path / "run"), width=8, blocks=1,
+        images_per_folder=1, synthetic_tiles=0, tile=128, crop=64, prior_from=str(tmp_path / "shipped.safetensors"),
+        init_from=str(tmp_path / "shipped.safetensors"), inputs="latent+prior+pixels+error",
+    )
+    trainer = ResidualTrainer(cfg, say=lambda _: None)
+    stem = trainer.net.stems["x2"].weight
+    assert stem.shape[1] == shipped.net.stems["x2"].weight.shape[1] + 16 * 4 and not stem[:, -64:].any()
+    z = torch.randn(1, 16, 8, 8) * 0.5
+    warm = trainer.model
+    assert torch.allclose(upscale_latent(warm, z, 2), upscale_latent(shipped, z, 2), atol=1e-5)
+    assert torch.allclose(upscale_latent(warm, z, 4), upscale_latent(shipped, z, 4), atol=1e-5)
+
+    crop = trainer.crops[2][0]
+    assert crop["error"].shape == crop["prior"].shape and crop["error"].abs().max() > 0
+    with torch.no_grad():  # the cached error is what the network computes for the tile's prior at inference
+        tile = trainer.crops[2].t
+        _, error = trainer.net.prior(tile["pix2"][:1], tuple(tile["hr"].shape[-2:]), with_error=True)
+    assert torch.allclose(error, tile["error2"][:1], atol=1e-5)
+    batch = {k: v[None] for k, v in crop.items()}
+    pixel_loss(trainer.net, batch, 2, cfg, torch.autocast("cpu", enabled=False)).backward()
+    assert trainer.net.stems["x2"].weight.grad[:, -64:].abs().sum() > 0  # the error channels learn
+    with pytest.raises(ValueError, match="does not match this run's"):  # the other way round is refused
+        ResidualTrainer(
+            ResidualTrainConfig(**{**cfg.__dict__, "inputs": "latent+prior", "run_dir": str(tmp_path / "r2")}),
+            say=lambda _: None,
+        )
+
+
+def test_window_loss_has_no_window_edges_it_is_the_whole_tile_decode_plus_the_residuals_change(tmp_path):
+    """pixel_loss decodes a window of the crop; inference decodes the whole image. With the tile's decoded prior in
+    the batch, an untrained model's loss is exactly the whole-tile decode's L1 in the window (no edge errors), and
+    a residual is scored by what it changes in the window decode."""
+    from conftest import TRAIN_IMAGES
+
+    from lua_core.train.residual import ResidualTrainConfig, ResidualTrainer, pixel_loss
+
+    cfg = ResidualTrainConfig(
+        family="sdxl", data=(str(TRAIN_IMAGES),), vae_approx=str(VAE_APPROX), run_dir=str(tmp_path / "run"),
+        width=8, blocks=1, images_per_folder=1, synthetic_tiles=0, tile=128, crop=32, context=4, border=8,
+    )
+    trainer = ResidualTrainer(cfg, say=lambda _: None)
+    net, tiles = trainer.net, trainer.crops[2].t
+    with torch.no_grad():  # the baseline is the tiny decoder's output of the whole tile's prior
+        assert torch.equal(tiles["prior_pix2"][:1], net.prior.decoder(tiles["prior2"][:1]).half())
+    batch = {k: v[None] for k, v in trainer.crops[2][0].items()}
+    assert batch["prior_pix"].shape == batch["hr"].shape
+
+    def inner(t):  # the scored part of the crop: the window (context removed), then the border
+        off = cfg.context * 8
+        return t[..., off:-off, off:-off][..., 8:-8, 8:-8]
+
+    no_amp = torch.autocast("cpu", enabled=False)
+    with torch.no_grad():
+        loss = pixel_loss(net, batch, 2, cfg, no_amp).item()
+        legacy = pixel_loss(net, {k: v for k, v in batch.items() if k != "prior_pix"}, 2, cfg, no_amp).item()
+        whole_tile = F.l1_loss(inner(batch["prior_pix"]), inner(batch["hr"])).item()
+    assert abs(loss - whole_tile) < 1e-5  # untrained: exactly the whole-tile decode, no window edges
+    assert abs(legacy - whole_tile) > 1e-3  # what the window decode alone adds (what residuals used to learn)
+    randomised_residual(trainer.model, std=0.05)
+    with torch.no_grad():
+        moved = pixel_loss(net, batch, 2, cfg, no_amp).item()
+    assert abs(moved - loss) > 1e-5  # the residual still moves the loss
 
 
 def test_a_new_residual_over_a_shipped_prior_starts_as_that_prior_and_keeps_its_refinement(tmp_path):

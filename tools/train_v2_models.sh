@@ -19,6 +19,13 @@
 # CANDIDATES=DIR (files trained elsewhere, e.g. the GPU sprint's DIR/train-<family>.safetensors, docs/gpu.md):
 #   only the selection, report and keep-if-better steps above, per family (how the 2026-12-04 files were chosen:
 #   CANDIDATES=runs/gpu bash tools/train_v2_models.sh runs/gpu).
+# ERROR_INPUT=1 (the fifth run, 2026-12-05, CPU): per family, a warm start from the bundled (GPU-trained) file over
+#   its own prior, with the "+error" input variant (the prior's round-trip error as an extra input; its stem
+#   channels start at zero, so training starts exactly at the bundled file), 256 px tiles of 150 images per folder,
+#   96 px windows with 8 latent px of context, lr 2e-4, EMA 0.995, MINUTES (default 45) of training, then the
+#   same selection, report and keep-if-better steps. Its first try (FLUX.1, 45 min, the loss then decoding only a
+#   window) scored below the bundled file (bench/results/selection/flux1-error-input-experiment.json), which
+#   led to the edge-free window loss of train/residual.py `pixel_loss` (bench/window_decode.py).
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +56,25 @@ if [ -n "${CANDIDATES:-}" ]; then  # files trained elsewhere (the GPU sprint's t
   [ -f "$RUNS/quality-before.json" ] || cp bench/results/quality.json "$RUNS/quality-before.json"
   for fam in ${*:-sdxl flux1 sd3 sd1 flux2}; do
     [ -f "$CANDIDATES/train-$fam.safetensors" ] && select_and_keep "$CANDIDATES/train-$fam.safetensors" "$fam"
+  done
+  exit 0
+fi
+
+if [ "${ERROR_INPUT:-0}" = 1 ]; then
+  mkdir -p "$RUNS"
+  [ -f "$RUNS/quality-before.json" ] || cp bench/results/quality.json "$RUNS/quality-before.json"
+  for fam in ${*:-flux1 sd3 flux2}; do
+    run="$RUNS/$fam"
+    shipped="models/lua-$fam-small.safetensors"
+    width=$($PY -c "import sys; from lua_core import load_model; c = load_model(sys.argv[1]).config; print(c.width, c.blocks)" "$shipped")
+    start=(--init-from "$shipped")
+    [ -f "$run/state.pt" ] && start=(--resume)
+    $PY -m lua_core train-v2 --family "$fam" --data "${DATA[@]}" --prior-from "$shipped" \
+        --inputs latent+prior+pixels+error --width "${width% *}" --blocks "${width#* }" --run-dir "$run" \
+        --images-per-folder 150 --synthetic-tiles 16 --tile 256 --crop 96 --context 8 --steps 0 \
+        --minutes "${MINUTES:-45}" --batch 8 --lr 2e-4 --ema 0.995 --save-every 100 --amp off \
+        --export "$RUNS/$fam.safetensors" --note "CPU continuation of the bundled file with the +error input" "${start[@]}"
+    select_and_keep "$RUNS/$fam.safetensors" "$fam"
   done
   exit 0
 fi

@@ -9,7 +9,9 @@ round trip E -> D loses them (taef2: about +0.4 dB at x2; under taesdxl the iter
 models use 0 steps; bench/prior_refinement.py measures it). `f` is a small conv network that runs at the
 *input* latent resolution (the prior and the decoded pixels enter it by space-to-depth) and writes its
 residual through a pixel-shuffle head per scale whose last conv starts at zero, so an untrained model
-returns the prior tensor itself and training can only add to it.
+returns the prior tensor itself and training can only add to it. The "+error" input variant also gives `f` the
+round-trip error t - E(D(t)) (what one back-projection step adds, before its rate), so `f` can learn a
+spatially varying step where a fixed rate diverges; with refine_steps >= 1 the prior computes it anyway.
 
 Everything inside works on the family's scaled, unpacked latent (what the tiny autoencoder reads);
 `forward` takes and returns the raw latent as ComfyUI holds it (FLUX.2: 128 packed channels).
@@ -26,7 +28,7 @@ from torch import nn
 
 from .taesd import make_decoder, make_encoder
 
-INPUT_VARIANTS = ("latent+prior", "latent+prior+pixels")
+INPUT_VARIANTS = ("latent+prior", "latent+prior+pixels", "latent+prior+pixels+error")
 PIXEL_FACTOR = 8  # the tiny autoencoders' spatial factor (image pixels per unpacked latent pixel)
 
 
@@ -111,14 +113,21 @@ class ReencodePrior(nn.Module):
         """Scaled latent -> RGB clamped to [0, 1] (the pixel route's first step)."""
         return self.decoder(zs).clamp(0, 1)
 
-    def forward(self, pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Decoded pixels [B, 3, 8h, 8w] -> scaled latent of their bicubic resize to `size` (pixels)."""
+    def forward(
+        self, pixels: torch.Tensor, size: tuple[int, int], with_error: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Decoded pixels [B, 3, 8h, 8w] -> (scaled latent of their bicubic resize to `size` (pixels), and with
+        `with_error` the round-trip error t - E(D(t)) of the re-encoded target t, else None)."""
         up = F.interpolate(pixels, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
         target = self.encoder(up)
-        prior = target
+        prior, error = target, None
         for _ in range(self.refine_steps):  # back-projection: move the latent by what the round trip lost
-            prior = prior + self.refine_rate * (target - self.encoder(self.decode(prior)))
-        return prior
+            lost = target - self.encoder(self.decode(prior))
+            error = lost if error is None else error
+            prior = prior + self.refine_rate * lost
+        if with_error and error is None:
+            error = target - self.encoder(self.decode(target))
+        return prior, error if with_error else None
 
 
 class ReencodeResidual(nn.Module):
@@ -157,10 +166,20 @@ class ReencodeResidual(nn.Module):
         convs = [m for m in self.prior.modules() if isinstance(m, nn.Conv2d)]
         return [*convs, *self.trunk]
 
+    @property
+    def uses_error(self) -> bool:
+        """Whether `f` reads the prior's round-trip error (the "+error" input variant)."""
+        return self.config.inputs.endswith("+error")
+
+    @property
+    def round_trips(self) -> int:
+        """Tiny decode + encode passes at the output size after the first encode (refinement, error input)."""
+        return max(self.config.refine_steps, int(self.uses_error))
+
     def progress_calls(self) -> int:
-        """Forward calls of the progress modules in one pass (each refinement step reruns the prior's convs)."""
+        """Forward calls of the progress modules in one pass (each round trip reruns the prior's convs)."""
         convs = sum(isinstance(m, nn.Conv2d) for m in self.prior.modules())
-        return convs * (1 + self.config.refine_steps) + len(self.trunk)
+        return convs * (1 + self.round_trips) + len(self.trunk)
 
     def max_auto_tile(self, device_type: str) -> int | None:
         """Largest automatic tile: on a CPU one prior conv at 64-pixel tiles (x2: 1024 px out) takes ~2 s, so
@@ -172,7 +191,7 @@ class ReencodeResidual(nn.Module):
         pixels_in = (PIXEL_FACTOR * self.config.patch) ** 2  # image pixels per input latent pixel
         decoder = pixels_in * 64 * 4  # a few 64-channel maps alive at once at full resolution
         encoder = pixels_in * scale * scale * 64 * 3
-        if self.config.refine_steps:  # refinement decodes at the output size
+        if self.round_trips:  # refinement (or the error input) decodes at the output size
             decoder = max(decoder, pixels_in * scale * scale * 64 * 4)
         residual = self.config.width * 6 + self.config.vae_channels * scale * scale * 4
         return int((decoder + encoder + residual) * elem * 1.25)
@@ -182,10 +201,12 @@ class ReencodeResidual(nn.Module):
         return 0
 
     def input_channels(self, scale: int) -> int:
-        """Channels `f` sees at the input resolution: latent, space-to-depth prior, (space-to-depth pixels)."""
+        """Channels `f` sees at the input resolution: latent, space-to-depth prior, (pixels), (error), in that
+        order (a warm start from a variant with fewer inputs extends the stem at its end)."""
         c = self.config.vae_channels
-        pixels = 3 * PIXEL_FACTOR * PIXEL_FACTOR if self.config.inputs == "latent+prior+pixels" else 0
-        return c + c * scale * scale + pixels
+        pixels = 3 * PIXEL_FACTOR * PIXEL_FACTOR if "+pixels" in self.config.inputs else 0
+        error = c * scale * scale if self.uses_error else 0
+        return c + c * scale * scale + pixels + error
 
     def to_scaled(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw ComfyUI latent -> the tiny autoencoder's scaled, unpacked latent."""
@@ -199,11 +220,15 @@ class ReencodeResidual(nn.Module):
         x = scaled if cfg.patch == 1 else F.pixel_unshuffle(scaled, cfg.patch)
         return x / cfg.scale_factor + cfg.shift_factor
 
-    def residual(self, zs: torch.Tensor, prior: torch.Tensor, pixels: torch.Tensor, scale: int) -> torch.Tensor:
-        """f(z, prior, D(z)) on scaled latents: [B, c, h, w] -> residual [B, c, h*scale, w*scale]."""
+    def residual(
+        self, zs: torch.Tensor, prior: torch.Tensor, pixels: torch.Tensor, scale: int, error: torch.Tensor | None
+    ) -> torch.Tensor:
+        """f(z, prior, D(z), error) on scaled latents: [B, c, h, w] -> residual [B, c, h*scale, w*scale]."""
         feats = [zs, F.pixel_unshuffle(prior, scale)]
-        if self.config.inputs == "latent+prior+pixels":
+        if "+pixels" in self.config.inputs:
             feats.append(F.pixel_unshuffle(pixels, PIXEL_FACTOR) * 2 - 1)
+        if self.uses_error:
+            feats.append(F.pixel_unshuffle(error, scale))
         x = self.stems[f"x{scale}"](torch.cat(feats, 1))
         x = x + self.trunk(x)
         return F.pixel_shuffle(self.heads[f"x{scale}"](x), scale)
@@ -212,8 +237,8 @@ class ReencodeResidual(nn.Module):
         """Scaled unpacked latent [B, c, h, w] -> upscaled scaled latent [B, c, h*scale, w*scale]."""
         pixels = self.prior.decode(zs)
         h, w = zs.shape[-2:]
-        prior = self.prior(pixels, (h * scale * PIXEL_FACTOR, w * scale * PIXEL_FACTOR))
-        return prior + self.residual(zs, prior, pixels, scale)
+        prior, error = self.prior(pixels, (h * scale * PIXEL_FACTOR, w * scale * PIXEL_FACTOR), self.uses_error)
+        return prior + self.residual(zs, prior, pixels, scale, error)
 
     def forward(self, raw: torch.Tensor, scale: int) -> torch.Tensor:
         """Raw latent (as ComfyUI holds it) -> raw latent upscaled by head `scale`."""

@@ -2,8 +2,8 @@
 
 A tile is an HR crop (flipped/rotated before anything is encoded). For each scale s it stores the
 tiny-encoder latent of the antialiased-bicubic downsample (the paper's protocol), its decoded pixels
-and the re-encode prior E(bicubic(D(z), s)) exactly as `ReencodeResidual` computes it at inference,
-`TileCrops` cuts aligned random crops from them.
+and the re-encode prior E(bicubic(D(z), s)) exactly as `ReencodeResidual` computes it at inference (with
+the "+error" input variant also the prior's round-trip error); `TileCrops` cuts aligned random crops from them.
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ def cache_key(spec: TileSpec, images: list[Path], net: ReencodeResidual) -> str:
     prior = [cfg.channels, cfg.patch, cfg.scale_factor, cfg.shift_factor, list(cfg.scales), cfg.resize]
     if cfg.refine_steps:  # appended only when used, so the caches of unrefined priors keep their keys
         prior += [cfg.refine_steps, cfg.refine_rate]
+    if net.uses_error:  # the same: only the "+error" input variant caches the round-trip error
+        prior.append("error")
     h = hashlib.sha256(json.dumps([CACHE_VERSION, spec.key_fields(), prior], sort_keys=True).encode())
     for p in images:
         h.update(hashlib.sha256(p.read_bytes()).digest())
@@ -100,7 +102,10 @@ def encode_tiles(net: ReencodeResidual, hr: torch.Tensor) -> dict[str, torch.Ten
         pixels = net.prior.decode(zs)
         out[f"z{scale}"] = zs.cpu()
         out[f"pix{scale}"] = pixels.cpu()
-        out[f"prior{scale}"] = net.prior(pixels, (s, s)).cpu()
+        prior, error = net.prior(pixels, (s, s), net.uses_error)
+        out[f"prior{scale}"] = prior.cpu()
+        if error is not None:
+            out[f"error{scale}"] = error.cpu()
     return out
 
 
@@ -131,6 +136,19 @@ def build_tiles(spec: TileSpec, net: ReencodeResidual, cache_dir: Path, say=prin
     return stacked
 
 
+@torch.no_grad()
+def decode_priors(net: ReencodeResidual, tiles: dict[str, torch.Tensor], chunk: int = 8) -> dict[str, torch.Tensor]:
+    """The tiny decoder's output of each tile's whole prior, per scale (fp16, HR size): what inference decodes,
+    which the loss uses as the baseline a window's residual is measured against (see train/residual.py)."""
+    device = next(net.parameters()).device
+    out = {}
+    for scale in net.config.scales:
+        prior = tiles[f"prior{scale}"]
+        parts = [net.prior.decoder(prior[i : i + chunk].to(device)).half().cpu() for i in range(0, len(prior), chunk)]
+        out[f"prior_pix{scale}"] = torch.cat(parts)
+    return out
+
+
 class TileCrops(Dataset):
     """Random aligned crops of the cached tiles for one scale: item i is tile i % n at a crop position drawn from i.
 
@@ -155,7 +173,7 @@ class TileCrops(Dataset):
         y, x = (int(v) for v in torch.randint(0, self.side - k + 1, (2,), generator=g))
         lat = slice(y * s, (y + k) * s), slice(x * s, (x + k) * s)  # output latent pixels
         f = PIXEL_FACTOR * s
-        return {
+        crop = {
             "z": self.t[f"z{s}"][i, :, y : y + k, x : x + k],
             "pix": self.t[f"pix{s}"][
                 i, :, y * PIXEL_FACTOR : (y + k) * PIXEL_FACTOR, x * PIXEL_FACTOR : (x + k) * PIXEL_FACTOR
@@ -163,3 +181,8 @@ class TileCrops(Dataset):
             "prior": self.t[f"prior{s}"][(i, slice(None), *lat)],
             "hr": self.t["hr"][i, :, y * f : (y + k) * f, x * f : (x + k) * f].float() / 255,
         }
+        if f"error{s}" in self.t:
+            crop["error"] = self.t[f"error{s}"][(i, slice(None), *lat)]
+        if f"prior_pix{s}" in self.t:
+            crop["prior_pix"] = self.t[f"prior_pix{s}"][i, :, y * f : (y + k) * f, x * f : (x + k) * f].float()
+        return crop
