@@ -66,11 +66,11 @@ if [ "${ERROR_INPUT:-0}" = 1 ]; then
   for fam in ${*:-flux1 sd3 flux2}; do
     run="$RUNS/$fam"
     shipped="models/lua-$fam-small.safetensors"
-    width=$($PY -c "import sys; from lua_core import load_model; c = load_model(sys.argv[1]).config; print(c.width, c.blocks)" "$shipped")
+    shape=$($PY -c "import sys; from lua_core import load_model; c = load_model(sys.argv[1]).config; print(c.width, c.blocks)" "$shipped")
     start=(--init-from "$shipped")
     [ -f "$run/state.pt" ] && start=(--resume)
     $PY -m lua_core train-v2 --family "$fam" --data "${DATA[@]}" --prior-from "$shipped" \
-        --inputs latent+prior+pixels+error --width "${width% *}" --blocks "${width#* }" --run-dir "$run" \
+        --inputs latent+prior+pixels+error --width "${shape% *}" --blocks "${shape#* }" --run-dir "$run" \
         --images-per-folder 150 --synthetic-tiles 16 --tile 256 --crop 96 --context 8 --steps 0 \
         --minutes "${MINUTES:-45}" --batch 8 --lr 2e-4 --ema 0.995 --save-every 100 --amp off \
         --export "$RUNS/$fam.safetensors" --note "CPU continuation of the bundled file with the +error input" "${start[@]}"
