@@ -75,6 +75,7 @@ class ModelInfo:
                 f"residual width {cfg.width}, {cfg.blocks} blocks, inputs {cfg.inputs}; prior: "
                 f"{self.prior['autoencoder']} decode -> {cfg.resize} -> encode"
                 + (f" -> {cfg.refine_steps} back-projection step(s) at rate {cfg.refine_rate}" if cfg.refine_steps else "")
+                + "".join(f" (x{sc}: {k} step(s) at rate {r})" for sc, k, r in cfg.refine_by_scale)
                 + " (frozen, stored in the file)"
             )
         else:

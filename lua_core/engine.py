@@ -380,7 +380,7 @@ def run_tiled(
     batches = [(b, min(n, b + plan.batch)) for b in range(0, n, plan.batch)]
     # progress counts network stages (v1: transformer blocks; v2: prior and residual blocks), so a single
     # untiled pass moves the bar (and can be cancelled) too
-    blocks = model.net.progress_calls()
+    blocks = model.net.progress_calls(scale)
     total, done = len(batches) * len(rows) * len(cols) * blocks, 0
     tiled = len(rows) * len(cols) > 1
     out = torch.zeros(n, c, h * scale, w * scale, dtype=torch.float32, device=x.device)

@@ -121,6 +121,20 @@ def new_v2_model(
     return LUAModel(net.eval(), ModelInfo(cfg, family, {}, prior=prior), family.name)
 
 
+def with_prior_refinement(model: LUAModel, by_scale: dict[int, tuple[int, float]]) -> LUAModel:
+    """A copy of a v2 model whose prior refines under the given heads as {scale: (steps, rate)} says (the
+    residual weights are kept; a setting equal to the file-wide one removes that head's override)."""
+    cfg = model.config
+    if not isinstance(cfg, ReencodeResidualConfig):
+        raise ValueError(f"{model.info.title()} has no re-encode prior to refine")
+    merged = {s: (k, r) for s, k, r in cfg.refine_by_scale} | by_scale
+    default = (cfg.refine_steps, cfg.refine_rate)
+    cfg = replace(cfg, refine_by_scale=tuple((s, *kr) for s, kr in merged.items() if kr != default))
+    net = ReencodeResidual(cfg).to(device=model.device, dtype=model.dtype)
+    net.load_state_dict(model.net.state_dict())
+    return LUAModel(net.eval(), replace(model.info, config=cfg, provenance=dict(model.info.provenance)), model.name)
+
+
 def new_v2_model_over_prior(
     path: str | os.PathLike,
     scales: tuple[int, ...] = (2, 4),

@@ -16,7 +16,7 @@ from lua_core.engine import plan_tiles
 from lua_core.errors import CheckpointError
 from lua_core.imaging import bicubic_resize, load_rgb, to_tensor
 from lua_core.metrics import psnr
-from lua_core.model import new_v2_model
+from lua_core.model import new_v2_model, with_prior_refinement
 from lua_core.tiny_ae import load_tiny_autoencoder
 
 pytestmark = pytest.mark.skipif(not VAE_APPROX.is_dir(), reason="needs ../shared/vae_approx (CI has it)")
@@ -78,6 +78,39 @@ def test_untrained_refined_model_is_decode_bicubic_encode_then_back_projection(f
     assert (out - reference).abs().max() <= 1e-4 * reference.abs().max()
     assert (out - target).abs().max() > 1e-2 * target.abs().max()  # the refinement really moved the prior
     assert "1 back-projection" not in model.info.describe() and "2 back-projection step(s)" in model.info.describe()
+
+
+def test_one_head_can_refine_its_prior_on_its_own_and_the_file_keeps_it(tmp_path):
+    """A head whose residual is switched off may take the prior setting best for the prior alone
+    (refine_by_scale); the other heads keep the prior their residual was trained over."""
+    from dataclasses import replace
+
+    model = randomised_residual(new_v2_model(get_family("sd3"), width=8, blocks=1, vae_approx=VAE_APPROX, refine=(1, 0.8)))
+    torch.nn.init.zeros_(model.net.heads["x4"].weight)  # x4 ships as the prior alone
+    torch.nn.init.zeros_(model.net.heads["x4"].bias)
+    mixed = with_prior_refinement(model, {4: (2, 0.5)})
+    ae = load_tiny_autoencoder("sd3", [VAE_APPROX])
+    z = ae.encode(smooth_image(32, seed=1))
+    assert torch.equal(upscale_latent(mixed, z, 2), upscale_latent(model, z, 2))  # x2: prior and residual as before
+    with torch.no_grad():  # x4: two back-projection steps at rate 0.5, written out with the public autoencoder
+        target = ae.encode(bicubic_resize(ae.decode(z).clamp(0, 1), (128, 128)).clamp(0, 1))
+        reference = target
+        for _ in range(2):
+            reference = reference + 0.5 * (target - ae.encode(ae.decode(reference).clamp(0, 1)))
+    out = upscale_latent(mixed, z, 4)
+    assert (out - reference).abs().max() <= 1e-4 * reference.abs().max()
+    assert not torch.equal(out, upscale_latent(model, z, 4))
+    assert mixed.net.progress_calls(4) > mixed.net.progress_calls(2)  # the extra step is a unit of progress
+
+    mixed.save(tmp_path / "mixed.safetensors")
+    loaded = load_model(tmp_path / "mixed.safetensors")
+    assert loaded.config.refine_by_scale == ((4, 2, 0.5),) and "(x4: 2 step(s) at rate 0.5)" in loaded.info.describe()
+    assert torch.equal(upscale_latent(loaded, z, 4), out)
+    assert with_prior_refinement(loaded, {4: (1, 0.8)}).config.refine_by_scale == ()  # back to the file-wide one
+    with pytest.raises(ValueError, match="one entry at most per head"):
+        replace(model.config, refine_by_scale=((8, 1, 0.5),))
+    with pytest.raises(ValueError, match="x4: refine steps 1 / rate 1.5"):
+        replace(model.config, refine_by_scale=((4, 1, 1.5),))
 
 
 def test_saved_file_is_self_contained_and_lossless(tmp_path):
@@ -150,7 +183,7 @@ def test_tiled_and_untiled_decode_alike_through_the_prior(family, refine, image,
     calls = []
     tiled = upscale_latent(model, z, scale, tile_size=48, progress=lambda d, t: calls.append((d, t)))
     # one progress unit per conv call of every tile (a refinement step reruns the prior's convs)
-    assert len(calls) == calls[-1][1] > model.net.progress_calls(), "must really tile"
+    assert len(calls) == calls[-1][1] > model.net.progress_calls(scale), "must really tile"
     with torch.no_grad():
         a, b = ae.decode(whole).clamp(0, 1), ae.decode(tiled).clamp(0, 1)
     assert abs(psnr(a, hr).item() - psnr(b, hr).item()) <= 0.05
@@ -187,13 +220,13 @@ def test_error_input_is_the_round_trip_error_of_the_prior_target(refine):
     net = model.net
     with torch.no_grad():
         zs = net.to_scaled(z)
-        prior, error = net.prior(net.prior.decode(zs), (128, 128), with_error=True)
+        prior, error = net.prior(net.prior.decode(zs), (128, 128), refine, with_error=True)
         target = ae.encode(bicubic_resize(ae.decode(z).clamp(0, 1), (128, 128)).clamp(0, 1))
         reference = target - ae.encode(ae.decode(target).clamp(0, 1))
         assert torch.allclose(net.to_raw(error), reference + get_family("flux1").shift_factor, atol=1e-4)
-        assert net.prior(net.prior.decode(zs), (128, 128))[1] is None  # computed only when asked for
+        assert net.prior(net.prior.decode(zs), (128, 128), refine)[1] is None  # computed only when asked for
     assert net.input_channels(2) == 16 + 16 * 4 + 3 * 64 + 16 * 4
-    assert net.progress_calls() == sum(isinstance(m, torch.nn.Conv2d) for m in net.prior.modules()) * 2 + 1
+    assert net.progress_calls(2) == sum(isinstance(m, torch.nn.Conv2d) for m in net.prior.modules()) * 2 + 1
     assert torch.equal(upscale_latent(model, z, 2), net.to_raw(prior))  # untrained: still exactly the prior
     randomised_residual(model)
     with torch.no_grad():
@@ -259,6 +292,10 @@ def test_window_loss_has_no_window_edges_it_is_the_whole_tile_decode_plus_the_re
         assert torch.equal(tiles["prior_pix2"][:1], net.prior.decoder(tiles["prior2"][:1]).half())
     batch = {k: v[None] for k, v in trainer.crops[2][0].items()}
     assert batch["prior_pix"].shape == batch["hr"].shape
+    said = []  # the next start reads the decoded priors from the tile cache instead of decoding them again
+    again = ResidualTrainer(cfg, say=said.append).crops[2].t
+    assert any(".prior-pix.safetensors" in line for line in said)
+    assert torch.equal(again["prior_pix2"], tiles["prior_pix2"]) and torch.equal(again["prior_pix4"], tiles["prior_pix4"])
 
     def inner(t):  # the scored part of the crop: the window (context removed), then the border
         off = cfg.context * 8
@@ -323,6 +360,38 @@ def test_several_tiles_per_image_are_distinct_and_keep_older_cache_keys(tmp_path
     first = tiles["hr"][:3].flatten(1).float()
     assert torch.cdist(first, first)[~torch.eye(3, dtype=torch.bool)].min() > 0  # three different cuts of image 1
     assert set(tiles) == {"hr", "z2", "pix2", "prior2", "z4", "pix4", "prior4"}
+
+
+def test_refine_prior_heads_gives_a_prior_only_head_its_best_setting_and_leaves_the_others(tmp_path):
+    """tools/refine_prior_heads.py: scored on a held-out image, the x4 head (residual off) takes the best setting."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    model = randomised_residual(new_v2_model(get_family("sd3"), width=8, blocks=1, vae_approx=VAE_APPROX, refine=(1, 0.8)))
+    torch.nn.init.zeros_(model.net.heads["x4"].weight)
+    torch.nn.init.zeros_(model.net.heads["x4"].bias)
+    model.info.provenance = {"residual_disabled": ["x4"]}
+    model.save(tmp_path / "in.safetensors")
+    out, report = tmp_path / "out.safetensors", tmp_path / "report.json"
+    tool = [sys.executable, str(ROOT / "tools" / "refine_prior_heads.py")]
+    args = ["--model", str(tmp_path / "in.safetensors"), "--output", str(out), "--report", str(report)]
+    subprocess.run(tool + args + ["--limit", "1", "--max-side", "128", "--settings", "2:0.8,1:0.3"], check=True)
+    rep = json.loads(report.read_text())
+    scores = rep["psnr"]["x4"]
+    assert set(rep["psnr"]) == {"x4"} and set(scores) == {"current", "steps2_rate0.8", "steps1_rate0.3"}
+    assert scores[rep["chosen"]["x4"]] == max(scores.values()) and rep["output_minus_current_db"]["x4"] >= 0
+    chosen = load_model(out)
+    expected = {"current": (), "steps2_rate0.8": ((4, 2, 0.8),), "steps1_rate0.3": ((4, 1, 0.3),)}[rep["chosen"]["x4"]]
+    assert chosen.config.refine_by_scale == expected
+    z = torch.randn(1, 16, 8, 8) * 0.5
+    assert torch.equal(upscale_latent(chosen, z, 2), upscale_latent(model, z, 2))  # x2 keeps its prior and residual
+    model.info.provenance = {}  # every head has its residual: nothing may change
+    model.save(tmp_path / "all.safetensors")
+    refused = subprocess.run(tool + ["--model", str(tmp_path / "all.safetensors"), "--output", str(out)],
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "no head that ships as the prior alone" in refused.stderr
 
 
 @pytest.mark.parametrize("gain", [0.0, 0.5])

@@ -53,9 +53,11 @@ def with_head_gains(model: LUAModel, gains: dict[str, float]) -> LUAModel:
 
 
 @torch.no_grad()
-def scores(models: dict[str, LUAModel], ae, images: list[Path], max_side: int) -> dict[str, dict[str, float]]:
-    """Mean decoded PSNR per scale and model over `images` (the bench/quality.py protocol)."""
-    scales = models["candidate"].scales
+def scores(
+    models: dict[str, LUAModel], ae, images: list[Path], max_side: int, scales: tuple[int, ...] = ()
+) -> dict[str, dict[str, float]]:
+    """Mean decoded PSNR per scale (default: every head) and model over `images` (the bench/quality.py protocol)."""
+    scales = scales or next(iter(models.values())).scales
     sums = {f"x{s}": dict.fromkeys(models, 0.0) for s in scales}
     for i, path in enumerate(images):
         hr = hr_crop(path, max_side)
@@ -67,6 +69,24 @@ def scores(models: dict[str, LUAModel], ae, images: list[Path], max_side: int) -
     return {sc: {k: round(v / len(images), 4) for k, v in d.items()} for sc, d in sums.items()}
 
 
+def add_selection_image_args(p: argparse.ArgumentParser) -> None:
+    """The options naming the held-out images a choice is made on (and how they are scored)."""
+    p.add_argument("--data", default=str(SHARED / "data" / "train"))
+    p.add_argument("--vae-approx", default=str(SHARED / "vae_approx"))
+    p.add_argument("--val-fraction", type=float, default=0.08)
+    p.add_argument("--max-side", type=int, default=384)
+    p.add_argument("--skip", type=int, default=16, help="held-out images reserved for the quality report")
+    p.add_argument("--limit", type=int, default=16)
+
+
+def selection_images(args: argparse.Namespace) -> list[Path]:
+    """Held-out images --skip to --skip + --limit (the quality report scores the first --skip)."""
+    images = held_out_images(args.data, args.val_fraction)[args.skip : args.skip + args.limit]
+    if not images:
+        raise SystemExit(f"no held-out images left in {args.data} after --skip {args.skip}")
+    return images
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--candidate", required=True, help="a trained v2 .safetensors")
@@ -75,12 +95,7 @@ def main() -> None:
         "--current", default="", help="the bundled file it would replace (default: models/lua-<family>-small)"
     )
     p.add_argument("--report", default="", help="JSON with the scores and the choice (default: --output + .json)")
-    p.add_argument("--data", default=str(SHARED / "data" / "train"))
-    p.add_argument("--vae-approx", default=str(SHARED / "vae_approx"))
-    p.add_argument("--val-fraction", type=float, default=0.08)
-    p.add_argument("--max-side", type=int, default=384)
-    p.add_argument("--skip", type=int, default=16, help="held-out images reserved for the quality report")
-    p.add_argument("--limit", type=int, default=16)
+    add_selection_image_args(p)
     p.add_argument("--gains", default="0,0.25,0.5,0.75,1", help="residual gains to try per head (0 and 1 included)")
     args = p.parse_args()
     gains = sorted({0.0, 1.0, *(float(g) for g in args.gains.split(","))})
@@ -94,9 +109,7 @@ def main() -> None:
     models = {f"gain{g:g}": with_head_gains(candidate, dict.fromkeys(all_heads, g)) for g in gains if g != 1}
     models.update(candidate=candidate, current=load_model(current_path))
     models["prior"] = models.pop("gain0")
-    images = held_out_images(args.data, args.val_fraction)[args.skip : args.skip + args.limit]
-    if not images:
-        raise SystemExit(f"no held-out images left in {args.data} after --skip {args.skip}")
+    images = selection_images(args)
     ae = load_tiny_autoencoder(candidate.family, [args.vae_approx])
     t0 = time.time()
     per_scale = scores(models, ae, images, args.max_side)

@@ -26,6 +26,11 @@
 #   same selection, report and keep-if-better steps. Its first try (FLUX.1, 45 min, the loss then decoding only a
 #   window) scored below the bundled file (bench/results/selection/flux1-error-input-experiment.json), which
 #   led to the edge-free window loss of train/residual.py `pixel_loss` (bench/window_decode.py).
+# PRIOR_HEADS=1 (2026-12-05, no training): tools/refine_prior_heads.py gives each head that ships as the prior alone
+#   (SD3 x4, FLUX.2 x2) the back-projection setting best on held-out images 17-32 (PRIOR_SETTINGS="steps:rate,..."
+#   to try others than its default), then the same report and keep-if-better steps. How the 2026-12-05 files were
+#   made: PRIOR_HEADS=1 bash tools/train_v2_models.sh runs/prior-heads sd3 flux2, then for FLUX.2 a second round
+#   from that file: PRIOR_HEADS=1 PRIOR_SETTINGS=2:0.8,2:1,3:0.6,3:0.7 bash tools/train_v2_models.sh runs/ph2 flux2.
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +45,11 @@ select_and_keep() {  # CANDIDATE FAMILY
   local cand=$1 fam=$2
   $PY tools/select_v2_heads.py --candidate "$cand" --output "$RUNS/$fam-selected.safetensors" \
       --report "bench/results/selection/$fam.json"
+  report_and_keep "$fam"
+}
+
+report_and_keep() {  # FAMILY: RUNS/FAMILY-selected.safetensors replaces the bundled file if the report says better
+  local fam=$1
   cp "models/lua-$fam-small.safetensors" "$RUNS/$fam-before.safetensors"
   cp "$RUNS/$fam-selected.safetensors" "models/lua-$fam-small.safetensors"
   if $PY bench/quality.py --families "$fam" --limit 16 --update --previous "$RUNS/quality-before.json"; then
@@ -56,6 +66,17 @@ if [ -n "${CANDIDATES:-}" ]; then  # files trained elsewhere (the GPU sprint's t
   [ -f "$RUNS/quality-before.json" ] || cp bench/results/quality.json "$RUNS/quality-before.json"
   for fam in ${*:-sdxl flux1 sd3 sd1 flux2}; do
     [ -f "$CANDIDATES/train-$fam.safetensors" ] && select_and_keep "$CANDIDATES/train-$fam.safetensors" "$fam"
+  done
+  exit 0
+fi
+
+if [ "${PRIOR_HEADS:-0}" = 1 ]; then  # no training: heads shipped as the prior alone get their best prior setting
+  mkdir -p "$RUNS"
+  [ -f "$RUNS/quality-before.json" ] || cp bench/results/quality.json "$RUNS/quality-before.json"
+  for fam in ${*:-sd3 flux2}; do
+    $PY tools/refine_prior_heads.py --model "models/lua-$fam-small.safetensors" ${PRIOR_SETTINGS:+--settings "$PRIOR_SETTINGS"} \
+        --output "$RUNS/$fam-selected.safetensors" --report "bench/results/selection/$fam-prior-heads.json"
+    report_and_keep "$fam"
   done
   exit 0
 fi

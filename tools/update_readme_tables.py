@@ -273,6 +273,10 @@ def models_section() -> str:
                 f"v2: {training_runs(prov)} on {prov.get('hardware')}, from {' + '.join(prov.get('data', []))}"
                 + (f"; {', '.join(prov['residual_disabled'])}: prior only" if prov.get("residual_disabled") else "")
                 + "".join(f"; {sc} residual at gain {g}" for sc, g in prov.get("residual_gain", {}).items())
+                + "".join(
+                    f"; {sc} prior: {k} back-projection step(s) at rate {r:g}"
+                    for sc, (k, r) in prov.get("prior_refinement_by_head", {}).items()
+                )
                 + " |"
             )
             continue

@@ -49,10 +49,15 @@ class ReencodeResidualConfig:
     pooled_decoder: tuple[int, ...] = ()
     refine_steps: int = 0  # back-projection steps on the prior (0 = plain decode -> bicubic -> encode)
     refine_rate: float = 0.0  # step size of each: p <- p + rate * (E(target) - E(D(p)))
+    # (scale, steps, rate) for heads whose prior refines differently: a head whose residual is switched off can
+    # take the setting best for the prior alone without changing what the other heads were trained on
+    refine_by_scale: tuple[tuple[int, int, float], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("scales", "pooled_encoder", "pooled_decoder"):
             object.__setattr__(self, name, tuple(sorted(int(v) for v in getattr(self, name))))
+        by_scale = tuple(sorted((int(s), int(k), float(r)) for s, k, r in self.refine_by_scale))
+        object.__setattr__(self, "refine_by_scale", by_scale)
         problems = []
         if self.channels % (self.patch * self.patch):
             problems.append(f"channels {self.channels} not divisible by patch^2 = {self.patch**2}")
@@ -62,12 +67,25 @@ class ReencodeResidualConfig:
             problems.append(f"inputs {self.inputs!r} must be one of {INPUT_VARIANTS}")
         if self.resize != "bicubic":
             problems.append(f"resize {self.resize!r}: only 'bicubic' is defined")
-        if self.refine_steps < 0 or (self.refine_steps and not 0 < self.refine_rate <= 1):
-            problems.append(f"refine_steps {self.refine_steps} / refine_rate {self.refine_rate}: need steps >= 0, 0 < rate <= 1")
+        for scale, steps, rate in ((None, self.refine_steps, self.refine_rate), *self.refine_by_scale):
+            if steps < 0 or (steps and not 0 < rate <= 1):
+                head = "" if scale is None else f"x{scale}: "
+                problems.append(f"{head}refine steps {steps} / rate {rate}: need steps >= 0, 0 < rate <= 1")
+        if any(s not in self.scales for s, _, _ in self.refine_by_scale) or len(
+            {s for s, _, _ in self.refine_by_scale}
+        ) < len(self.refine_by_scale):
+            problems.append(f"refine_by_scale {self.refine_by_scale}: one entry at most per head of {self.scales}")
         if self.width < 8 or self.blocks < 1:
             problems.append(f"width {self.width} / blocks {self.blocks} too small")
         if problems:
             raise ValueError("invalid LUA v2 config: " + "; ".join(problems))
+
+    def refine_for(self, scale: int) -> tuple[int, float]:
+        """(back-projection steps, rate) of the prior under head `scale`."""
+        for s, steps, rate in self.refine_by_scale:
+            if s == scale:
+                return steps, rate
+        return self.refine_steps, self.refine_rate
 
     @property
     def vae_channels(self) -> int:
@@ -106,7 +124,6 @@ class ReencodePrior(nn.Module):
         super().__init__()
         self.decoder = make_decoder(cfg.vae_channels, cfg.pooled_decoder)
         self.encoder = make_encoder(cfg.vae_channels, cfg.pooled_encoder)
-        self.refine_steps, self.refine_rate = cfg.refine_steps, cfg.refine_rate
         self.requires_grad_(False)
 
     def decode(self, zs: torch.Tensor) -> torch.Tensor:
@@ -114,17 +131,19 @@ class ReencodePrior(nn.Module):
         return self.decoder(zs).clamp(0, 1)
 
     def forward(
-        self, pixels: torch.Tensor, size: tuple[int, int], with_error: bool = False
+        self, pixels: torch.Tensor, size: tuple[int, int], refine: tuple[int, float], with_error: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Decoded pixels [B, 3, 8h, 8w] -> (scaled latent of their bicubic resize to `size` (pixels), and with
-        `with_error` the round-trip error t - E(D(t)) of the re-encoded target t, else None)."""
+        """Decoded pixels [B, 3, 8h, 8w] -> (scaled latent of their bicubic resize to `size` (pixels) after
+        `refine` = (steps, rate) back-projection steps, and with `with_error` the round-trip error t - E(D(t)) of
+        the re-encoded target t, else None)."""
         up = F.interpolate(pixels, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
         target = self.encoder(up)
         prior, error = target, None
-        for _ in range(self.refine_steps):  # back-projection: move the latent by what the round trip lost
+        steps, rate = refine
+        for _ in range(steps):  # back-projection: move the latent by what the round trip lost
             lost = target - self.encoder(self.decode(prior))
             error = lost if error is None else error
-            prior = prior + self.refine_rate * lost
+            prior = prior + rate * lost
         if with_error and error is None:
             error = target - self.encoder(self.decode(target))
         return prior, error if with_error else None
@@ -171,15 +190,15 @@ class ReencodeResidual(nn.Module):
         """Whether `f` reads the prior's round-trip error (the "+error" input variant)."""
         return self.config.inputs.endswith("+error")
 
-    @property
-    def round_trips(self) -> int:
+    def round_trips(self, scale: int) -> int:
         """Tiny decode + encode passes at the output size after the first encode (refinement, error input)."""
-        return max(self.config.refine_steps, int(self.uses_error))
+        return max(self.config.refine_for(scale)[0], int(self.uses_error))
 
-    def progress_calls(self) -> int:
-        """Forward calls of the progress modules in one pass (each round trip reruns the prior's convs)."""
+    def progress_calls(self, scale: int) -> int:
+        """Forward calls of the progress modules in one pass of head `scale` (each round trip reruns the prior's
+        convs)."""
         convs = sum(isinstance(m, nn.Conv2d) for m in self.prior.modules())
-        return convs * (1 + self.round_trips) + len(self.trunk)
+        return convs * (1 + self.round_trips(scale)) + len(self.trunk)
 
     def max_auto_tile(self, device_type: str) -> int | None:
         """Largest automatic tile: on a CPU one prior conv at 64-pixel tiles (x2: 1024 px out) takes ~2 s, so
@@ -191,7 +210,7 @@ class ReencodeResidual(nn.Module):
         pixels_in = (PIXEL_FACTOR * self.config.patch) ** 2  # image pixels per input latent pixel
         decoder = pixels_in * 64 * 4  # a few 64-channel maps alive at once at full resolution
         encoder = pixels_in * scale * scale * 64 * 3
-        if self.round_trips:  # refinement (or the error input) decodes at the output size
+        if self.round_trips(scale):  # refinement (or the error input) decodes at the output size
             decoder = max(decoder, pixels_in * scale * scale * 64 * 4)
         residual = self.config.width * 6 + self.config.vae_channels * scale * scale * 4
         return int((decoder + encoder + residual) * elem * 1.25)
@@ -237,7 +256,8 @@ class ReencodeResidual(nn.Module):
         """Scaled unpacked latent [B, c, h, w] -> upscaled scaled latent [B, c, h*scale, w*scale]."""
         pixels = self.prior.decode(zs)
         h, w = zs.shape[-2:]
-        prior, error = self.prior(pixels, (h * scale * PIXEL_FACTOR, w * scale * PIXEL_FACTOR), self.uses_error)
+        size = (h * scale * PIXEL_FACTOR, w * scale * PIXEL_FACTOR)
+        prior, error = self.prior(pixels, size, self.config.refine_for(scale), self.uses_error)
         return prior + self.residual(zs, prior, pixels, scale, error)
 
     def forward(self, raw: torch.Tensor, scale: int) -> torch.Tensor:

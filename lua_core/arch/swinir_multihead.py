@@ -441,8 +441,8 @@ class SwinIRMultiHead(nn.Module):
         """Modules whose every forward call is one unit of progress (and a chance to cancel)."""
         return [block for layer in self.layers for block in layer.residual_group.blocks]
 
-    def progress_calls(self) -> int:
-        """Forward calls of the progress modules in one pass (each block runs once)."""
+    def progress_calls(self, scale: int) -> int:
+        """Forward calls of the progress modules in one pass of any head (each block runs once)."""
         return len(self.progress_modules())
 
     def max_auto_tile(self, device_type: str) -> int | None:

@@ -67,6 +67,8 @@ def cache_key(spec: TileSpec, images: list[Path], net: ReencodeResidual) -> str:
     prior = [cfg.channels, cfg.patch, cfg.scale_factor, cfg.shift_factor, list(cfg.scales), cfg.resize]
     if cfg.refine_steps:  # appended only when used, so the caches of unrefined priors keep their keys
         prior += [cfg.refine_steps, cfg.refine_rate]
+    if cfg.refine_by_scale:  # the same for per-head settings
+        prior.append([list(r) for r in cfg.refine_by_scale])
     if net.uses_error:  # the same: only the "+error" input variant caches the round-trip error
         prior.append("error")
     h = hashlib.sha256(json.dumps([CACHE_VERSION, spec.key_fields(), prior], sort_keys=True).encode())
@@ -102,21 +104,46 @@ def encode_tiles(net: ReencodeResidual, hr: torch.Tensor) -> dict[str, torch.Ten
         pixels = net.prior.decode(zs)
         out[f"z{scale}"] = zs.cpu()
         out[f"pix{scale}"] = pixels.cpu()
-        prior, error = net.prior(pixels, (s, s), net.uses_error)
+        prior, error = net.prior(pixels, (s, s), net.config.refine_for(scale), net.uses_error)
         out[f"prior{scale}"] = prior.cpu()
         if error is not None:
             out[f"error{scale}"] = error.cpu()
     return out
 
 
-def build_tiles(spec: TileSpec, net: ReencodeResidual, cache_dir: Path, say=print) -> dict[str, torch.Tensor]:
-    """Encode every tile once (or read the cache written by an earlier run with the same key)."""
+def build_tiles(
+    spec: TileSpec, net: ReencodeResidual, cache_dir: Path, say=print, decoded_priors: bool = False
+) -> dict[str, torch.Tensor]:
+    """Encode every tile once (or read the cache written by an earlier run with the same key); with
+    `decoded_priors` also each tile's decoded prior (`decode_priors`, cached beside it in its own file, so caches
+    written before it existed keep their keys)."""
     images = list_training_images(spec)
     key = cache_key(spec, images, net)
     path = cache_dir / f"tiles-{key}.safetensors"
     if path.is_file():
         say(f"tile cache: {path} ({len(images)} images)")
+        tiles = load_file(str(path))
+    else:
+        tiles = encode_all(spec, net, images, path, say)
+    if decoded_priors:
+        tiles.update(cached(path.with_suffix(".prior-pix.safetensors"), lambda: decode_priors(net, tiles), say))
+    return tiles
+
+
+def cached(path: Path, compute, say=print) -> dict[str, torch.Tensor]:
+    """The tensors in `path`, or compute() written there (atomically) when it is missing."""
+    if path.is_file():
+        say(f"cache: {path}")
         return load_file(str(path))
+    tensors = compute()
+    atomic_write(path, lambda tmp: save_file(tensors, tmp))
+    return tensors
+
+
+def encode_all(
+    spec: TileSpec, net: ReencodeResidual, images: list[Path], path: Path, say=print
+) -> dict[str, torch.Tensor]:
+    """Cut and encode the tiles of `images` (+ synthetic ones) and write them to `path`."""
     rng = np.random.default_rng(spec.seed)
     rows: dict[str, list[torch.Tensor]] = {}
     tiles = [tile_of(p, spec, rng) for p in images for _ in range(spec.tiles_per_image)]
@@ -129,7 +156,7 @@ def build_tiles(spec: TileSpec, net: ReencodeResidual, cache_dir: Path, say=prin
         if (i + chunk) // 100 > i // 100:
             say(f"  {min(i + chunk, len(tiles))}/{len(tiles)} tiles")
     stacked = {k: torch.cat(v).contiguous() for k, v in rows.items()}
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(
         path, lambda tmp: save_file(stacked, tmp, metadata={"images": str(len(images)), "tiles": str(len(tiles))})
     )

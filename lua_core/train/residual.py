@@ -30,7 +30,7 @@ from ..arch.reencode_residual import PIXEL_FACTOR, ReencodeResidual
 from ..families import get_family
 from ..fileio import atomic_write
 from ..model import LUAModel, new_v2_model, new_v2_model_over_prior
-from .prior_tiles import TileCrops, TileSpec, build_tiles, decode_priors
+from .prior_tiles import TileCrops, TileSpec, build_tiles
 
 
 @dataclass(frozen=True)
@@ -187,9 +187,7 @@ class ResidualTrainer:
         self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=False)
         use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and self.device.type == "cuda")
         self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
-        tiles = build_tiles(cfg.spec(), self.net, Path(cfg.cache_dir or self.run_dir / "cache"), say)
-        # recomputed at every start (about 3 min for 316 tiles on 2 CPU cores); the tile cache keeps its keys
-        tiles.update(decode_priors(self.net, tiles))
+        tiles = build_tiles(cfg.spec(), self.net, Path(cfg.cache_dir or self.run_dir / "cache"), say, decoded_priors=True)
         self.n_tiles = tiles["hr"].shape[0]
         self.crops = {s: TileCrops(tiles, s, crop_latent(cfg, s), cfg.seed) for s in cfg.scales}
 
@@ -204,7 +202,13 @@ class ResidualTrainer:
         if (
             other.info.arch != ReencodeResidual.ARCH
             or not mine.inputs.startswith(other.config.inputs)
-            or replace(other.config, refine_steps=mine.refine_steps, refine_rate=mine.refine_rate, inputs=mine.inputs)
+            or replace(
+                other.config,
+                refine_steps=mine.refine_steps,
+                refine_rate=mine.refine_rate,
+                refine_by_scale=mine.refine_by_scale,
+                inputs=mine.inputs,
+            )
             != mine
         ):
             raise ValueError(
