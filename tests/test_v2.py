@@ -262,7 +262,7 @@ def test_warm_start_into_the_error_variant_starts_as_the_shipped_file_and_caches
     assert crop["error"].shape == crop["prior"].shape and crop["error"].abs().max() > 0
     with torch.no_grad():  # the cached error is what the network computes for the tile's prior at inference
         tile = trainer.crops[2].t
-        _, error = trainer.net.prior(tile["pix2"][:1], tuple(tile["hr"].shape[-2:]), with_error=True)
+        _, error = trainer.net.prior(tile["pix2"][:1], tuple(tile["hr"].shape[-2:]), (1, 0.5), with_error=True)
     assert torch.allclose(error, tile["error2"][:1], atol=1e-5)
     batch = {k: v[None] for k, v in crop.items()}
     pixel_loss(trainer.net, batch, 2, cfg, torch.autocast("cpu", enabled=False)).backward()

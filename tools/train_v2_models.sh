@@ -29,8 +29,9 @@
 # PRIOR_HEADS=1 (2026-12-05, no training): tools/refine_prior_heads.py gives each head that ships as the prior alone
 #   (SD3 x4, FLUX.2 x2) the back-projection setting best on held-out images 17-32 (PRIOR_SETTINGS="steps:rate,..."
 #   to try others than its default), then the same report and keep-if-better steps. How the 2026-12-05 files were
-#   made: PRIOR_HEADS=1 bash tools/train_v2_models.sh runs/prior-heads sd3 flux2, then for FLUX.2 a second round
-#   from that file: PRIOR_HEADS=1 PRIOR_SETTINGS=2:0.8,2:1,3:0.6,3:0.7 bash tools/train_v2_models.sh runs/ph2 flux2.
+#   made: PRIOR_HEADS=1 bash tools/train_v2_models.sh runs/prior-heads sd3 flux2. A second FLUX.2 round
+#   (PRIOR_SETTINGS=2:0.8,2:1,3:0.6,3:0.7) chose 2:1, which failed tests/test_flat_regions.py and was reverted:
+#   run that test before committing a file this mode kept.
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
