@@ -567,6 +567,9 @@ GPU_TRAIN = [  # the sprint: a wider, deeper residual on many tiles of every tra
     # 256 px tiles, each crop the whole tile with 8 output latent px of context: the x4 head sees 8x8 input
     # latents (192 px tiles and crop 96 gave it 5x5, mostly padding, and x4 never beat the prior on a CPU)
     *("--tile", "256", "--tiles-per-image", "8", "--crop", "128", "--context", "8"),
+    # and the decoder gets the whole tile too, so the residual has no window edges to learn (train/residual.py
+    # `pixel_loss`; the files of the first sprint learnt them, bench/results/window-decode-flux1-bundled.json)
+    *("--decode-context", "8"),
     *("--ema", "0.995", "--save-every", "1000", "--threads", "3"),
 ]
 MAX_TRAIN_FAMILIES = 5  # 3 kit files + one model per family: the device tool brings back 8 files

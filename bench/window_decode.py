@@ -51,7 +51,9 @@ def main() -> None:
     tiles = load_file(args.tiles)
     n = tiles["hr"].shape[0]
     picks = torch.randperm(n, generator=torch.Generator().manual_seed(1))[: args.count].tolist()
-    cfg = ResidualTrainConfig(family=candidate.family.name, data=("-",), crop=args.crop, context=args.context)
+    cfg = ResidualTrainConfig(  # the window decoded alone: the loss before the decode context
+        family=candidate.family.name, data=("-",), crop=args.crop, context=args.context, decode_context=0
+    )
     results = {}
     for s in candidate.scales:
         crops = TileCrops(tiles, s, crop_latent(cfg, s), seed=5)

@@ -46,3 +46,22 @@ def save_png(img: torch.Tensor | np.ndarray, path: str | os.PathLike) -> None:
 def bicubic_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Antialiased bicubic resize of [B, C, H, W] (the paper's LR protocol and pixel baseline)."""
     return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
+
+
+def synthetic_smooth_tile(size: int, rng: np.random.Generator) -> torch.Tensor:
+    """A flat colour, linear or radial gradient [1, 3, S, S]: teaches the model that flat stays flat."""
+    a, b = rng.uniform(0.02, 0.98, 3), rng.uniform(0.02, 0.98, 3)
+    kind = rng.integers(0, 3)
+    yy, xx = np.mgrid[0:size, 0:size] / (size - 1)
+    if kind == 0:
+        t = np.zeros((size, size))
+    elif kind == 1:
+        angle = rng.uniform(0, 2 * np.pi)
+        t = np.cos(angle) * xx + np.sin(angle) * yy
+        t = (t - t.min()) / max(np.ptp(t), 1e-6)
+    else:
+        cy, cx = rng.uniform(0, 1, 2)
+        t = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+        t = t / max(t.max(), 1e-6)
+    img = a[:, None, None] * (1 - t) + b[:, None, None] * t
+    return torch.from_numpy(img).float().unsqueeze(0).clamp(0, 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -275,12 +276,12 @@ def test_warm_start_into_the_error_variant_starts_as_the_shipped_file_and_caches
 
 
 def test_window_loss_has_no_window_edges_it_is_the_whole_tile_decode_plus_the_residuals_change(tmp_path):
-    """pixel_loss decodes a window of the crop; inference decodes the whole image. With the tile's decoded prior in
-    the batch, an untrained model's loss is exactly the whole-tile decode's L1 in the window (no edge errors), and
-    a residual is scored by what it changes in the window decode."""
+    """pixel_loss decodes a window of the crop (with decode_context latent pixels around it); inference decodes the
+    whole image. With the tile's decoded prior in the batch, an untrained model's loss is exactly the whole-tile
+    decode's L1 in the window (no edge errors), and a residual is scored by what it changes in the decode."""
     from conftest import TRAIN_IMAGES
 
-    from lua_core.train.residual import ResidualTrainConfig, ResidualTrainer, pixel_loss
+    from lua_core.train.residual import ResidualTrainConfig, ResidualTrainer, crop_latent, pixel_loss
 
     cfg = ResidualTrainConfig(
         family="sdxl", data=(str(TRAIN_IMAGES),), vae_approx=str(VAE_APPROX), run_dir=str(tmp_path / "run"),
@@ -302,12 +303,19 @@ def test_window_loss_has_no_window_edges_it_is_the_whole_tile_decode_plus_the_re
         return t[..., off:-off, off:-off][..., 8:-8, 8:-8]
 
     no_amp = torch.autocast("cpu", enabled=False)
+    window_only = replace(cfg, decode_context=0)
+    no_baseline = {k: v for k, v in batch.items() if k != "prior_pix"}
     with torch.no_grad():
         loss = pixel_loss(net, batch, 2, cfg, no_amp).item()
-        legacy = pixel_loss(net, {k: v for k, v in batch.items() if k != "prior_pix"}, 2, cfg, no_amp).item()
         whole_tile = F.l1_loss(inner(batch["prior_pix"]), inner(batch["hr"])).item()
+        assert abs(pixel_loss(net, batch, 2, window_only, no_amp).item() - whole_tile) < 1e-5
+        edges = abs(pixel_loss(net, no_baseline, 2, window_only, no_amp).item() - whole_tile)
+        edges_with_context = abs(pixel_loss(net, no_baseline, 2, cfg, no_amp).item() - whole_tile)
     assert abs(loss - whole_tile) < 1e-5  # untrained: exactly the whole-tile decode, no window edges
-    assert abs(legacy - whole_tile) > 1e-3  # what the window decode alone adds (what residuals used to learn)
+    assert edges > 1e-3  # what the window decode alone adds (what residuals used to learn)
+    assert edges_with_context < edges  # decoding the context moves the decoder's edges away from the scored part
+    with pytest.raises(ValueError, match="decode context 5 must be between 0 and the context 4"):
+        crop_latent(replace(cfg, decode_context=5), 2)
     randomised_residual(trainer.model, std=0.05)
     with torch.no_grad():
         moved = pixel_loss(net, batch, 2, cfg, no_amp).item()
@@ -377,11 +385,13 @@ def test_refine_prior_heads_gives_a_prior_only_head_its_best_setting_and_leaves_
     out, report = tmp_path / "out.safetensors", tmp_path / "report.json"
     tool = [sys.executable, str(ROOT / "tools" / "refine_prior_heads.py")]
     args = ["--model", str(tmp_path / "in.safetensors"), "--output", str(out), "--report", str(report)]
-    subprocess.run(tool + args + ["--limit", "1", "--max-side", "128", "--settings", "2:0.8,1:0.3"], check=True)
+    subprocess.run(tool + args + ["--limit", "1", "--max-side", "128", "--settings", "2:0.8,1:0.3", "--flat-side", "64"], check=True)
     rep = json.loads(report.read_text())
     scores = rep["psnr"]["x4"]
     assert set(rep["psnr"]) == {"x4"} and set(scores) == {"current", "steps2_rate0.8", "steps1_rate0.3"}
-    assert scores[rep["chosen"]["x4"]] == max(scores.values()) and rep["output_minus_current_db"]["x4"] >= 0
+    assert rep["output_minus_current_db"]["x4"] >= 0 and set(rep["refused_for_colour_patches"]) == {"x4"}
+    passing = {k: v for k, v in scores.items() if k not in rep["refused_for_colour_patches"]["x4"]}
+    assert scores[rep["chosen"]["x4"]] == max(passing.values())  # the best of the settings the flat check let through
     chosen = load_model(out)
     expected = {"current": (), "steps2_rate0.8": ((4, 2, 0.8),), "steps1_rate0.3": ((4, 1, 0.3),)}[rep["chosen"]["x4"]]
     assert chosen.config.refine_by_scale == expected
@@ -392,6 +402,25 @@ def test_refine_prior_heads_gives_a_prior_only_head_its_best_setting_and_leaves_
     refused = subprocess.run(tool + ["--model", str(tmp_path / "all.safetensors"), "--output", str(out)],
                              capture_output=True, text=True)
     assert refused.returncode != 0 and "no head that ships as the prior alone" in refused.stderr
+
+
+def test_refine_prior_heads_passes_over_a_setting_that_paints_colour_patches():
+    """The best-scoring setting is refused when it adds flat-region failures; the next best without them wins."""
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from refine_prior_heads import best_without_new_patches
+
+    scores = {"current": 28.0, "steps2_rate1": 28.2, "steps2_rate0.7": 28.1, "steps1_rate1": 28.1}
+    patches = {"steps2_rate1": ["flat(0.95, 0.95, 0.93)"], "steps2_rate0.7": [], "steps1_rate1": []}
+    assert best_without_new_patches(scores, patches.get) == ("steps2_rate0.7", {"steps2_rate1": patches["steps2_rate1"]})
+    everything_patches = dict.fromkeys(patches, ["smooth3"])
+    assert best_without_new_patches(scores, everything_patches.get) == (
+        "current", {"steps2_rate1": ["smooth3"], "steps2_rate0.7": ["smooth3"], "steps1_rate1": ["smooth3"]}
+    )
+    assert best_without_new_patches({"current": 28.0, "steps1_rate1": 28.0}, patches.get)[0] == "current"  # a tie
 
 
 @pytest.mark.parametrize("gain", [0.0, 0.5])

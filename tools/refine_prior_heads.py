@@ -7,7 +7,9 @@ A head whose residual is switched off (`residual_disabled` in the provenance, to
 its prior alone, so that head's back-projection setting (`refine_by_scale`, arch/reencode_residual.py) can change
 without touching the prior the other heads' residuals were trained over. Each "steps:rate" of --settings is scored
 like bench/quality.py on the held-out images tools/select_v2_heads.py chooses heads on (after the first --skip,
-which the quality report scores); each such head keeps its best setting, its present one on a tie.
+which the quality report scores); each such head keeps its best setting, its present one on a tie, unless that
+setting paints colour patches into flat images that the present one leaves flat (lua_core.evaluation
+`flat_region_failures`, the check of tests/test_flat_regions.py): then the next best is tried.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from prior_refinement import parse_settings  # noqa: E402
 from select_v2_heads import add_selection_image_args, scores, selection_images  # noqa: E402
 
+from lua_core.evaluation import flat_region_failures  # noqa: E402
 from lua_core.model import load_model, with_prior_refinement  # noqa: E402
 from lua_core.tiny_ae import load_tiny_autoencoder  # noqa: E402
 
@@ -34,6 +37,17 @@ WHY = (
 )
 
 
+def best_without_new_patches(scores: dict[str, float], new_patches) -> tuple[str, dict[str, list[str]]]:
+    """The best-scoring setting (the first on a tie) for which new_patches(name) is empty, and what it refused."""
+    refused = {}
+    for name in sorted(scores, key=scores.get, reverse=True):  # stable: "current" comes first among equals
+        patches = [] if name == "current" else new_patches(name)
+        if not patches:
+            return name, refused
+        refused[name] = patches
+    raise AssertionError("unreachable: 'current' adds no patches")
+
+
 def main() -> None:
     """Score the settings on the prior-only heads and write the file with the best one per head."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,6 +55,7 @@ def main() -> None:
     p.add_argument("--output", required=True, help="where the file with the chosen settings goes")
     p.add_argument("--report", default="", help="JSON with the scores and the choice (default: --output + .json)")
     p.add_argument("--settings", default="1:0.8,1:1,2:0.5,2:0.7", help="back-projection steps:rate pairs to try")
+    p.add_argument("--flat-side", type=int, default=256, help="pixels per side of the flat-region check's images")
     add_selection_image_args(p)
     args = p.parse_args()
 
@@ -58,7 +73,14 @@ def main() -> None:
     ae = load_tiny_autoencoder(model.family, [args.vae_approx])
     t0 = time.time()
     per_scale = scores(models, ae, images, args.max_side, heads)
-    best = {sc: max(m, key=m.get) for sc, m in per_scale.items()}  # ties keep "current" (the first maximum)
+    best, refused = {}, {}
+    for h in heads:
+        before = set(flat_region_failures(model, ae, h, args.flat_side))
+
+        def new_patches(name: str, h: int = h, before: set = before) -> list[str]:
+            return sorted(set(flat_region_failures(models[name], ae, h, args.flat_side)) - before)
+
+        best[f"x{h}"], refused[f"x{h}"] = best_without_new_patches(per_scale[f"x{h}"], new_patches)
     chosen = with_prior_refinement(model, {h: tried[best[f"x{h}"]] for h in heads if best[f"x{h}"] != "current"})
     prov = dict(chosen.info.provenance)
     prov.update(prior_refinement_by_head={f"x{s}": [k, r] for s, k, r in chosen.config.refine_by_scale})
@@ -74,6 +96,7 @@ def main() -> None:
         "psnr": per_scale,
         "settings_tried": args.settings,
         "chosen": best,
+        "refused_for_colour_patches": refused,
         "refine_by_scale": [list(r) for r in chosen.config.refine_by_scale],
         "output_minus_current_db": {sc: round(m[best[sc]] - m["current"], 4) for sc, m in per_scale.items()},
         "seconds": round(time.time() - t0, 1),

@@ -26,12 +26,16 @@
 #   same selection, report and keep-if-better steps. Its first try (FLUX.1, 45 min, the loss then decoding only a
 #   window) scored below the bundled file (bench/results/selection/flux1-error-input-experiment.json), which
 #   led to the edge-free window loss of train/residual.py `pixel_loss` (bench/window_decode.py).
+# DECODE_CONTEXT=1 (the sixth run, 2026-12-05, CPU): ERROR_INPUT's run with the loss decoding each window together
+#   with its 8 latent px (64 px) of context (train-v2 --decode-context 8), batch 4, lr 1e-4; MINUTES=42 for FLUX.1
+#   gave bench/results/selection/flux1-context-decode-42min.json (not shipped: below the bundled file on held-out).
 # PRIOR_HEADS=1 (2026-12-05, no training): tools/refine_prior_heads.py gives each head that ships as the prior alone
 #   (SD3 x4, FLUX.2 x2) the back-projection setting best on held-out images 17-32 (PRIOR_SETTINGS="steps:rate,..."
 #   to try others than its default), then the same report and keep-if-better steps. How the 2026-12-05 files were
 #   made: PRIOR_HEADS=1 bash tools/train_v2_models.sh runs/prior-heads sd3 flux2. A second FLUX.2 round
-#   (PRIOR_SETTINGS=2:0.8,2:1,3:0.6,3:0.7) chose 2:1, which failed tests/test_flat_regions.py and was reverted:
-#   run that test before committing a file this mode kept.
+#   (PRIOR_SETTINGS=2:0.8,2:1,3:0.6,3:0.7) chose 2:1, which failed tests/test_flat_regions.py and was reverted;
+#   since then refine_prior_heads.py and keep_if_better.py run that check themselves and refuse a file that paints
+#   colour patches into flat images the old file left flat.
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,7 +86,10 @@ if [ "${PRIOR_HEADS:-0}" = 1 ]; then  # no training: heads shipped as the prior 
   exit 0
 fi
 
-if [ "${ERROR_INPUT:-0}" = 1 ]; then
+if [ "${ERROR_INPUT:-0}" = 1 ] || [ "${DECODE_CONTEXT:-0}" = 1 ]; then
+  # DECODE_CONTEXT: the window decoded with its 64 px of context (3.6 s/step at batch 4 on 2 cores)
+  loss=(--decode-context 0 --batch 8 --lr 2e-4)
+  [ "${DECODE_CONTEXT:-0}" = 1 ] && loss=(--decode-context 8 --batch 4 --lr 1e-4)
   mkdir -p "$RUNS"
   [ -f "$RUNS/quality-before.json" ] || cp bench/results/quality.json "$RUNS/quality-before.json"
   for fam in ${*:-flux1 sd3 flux2}; do
@@ -94,7 +101,7 @@ if [ "${ERROR_INPUT:-0}" = 1 ]; then
     $PY -m lua_core train-v2 --family "$fam" --data "${DATA[@]}" --prior-from "$shipped" \
         --inputs latent+prior+pixels+error --width "${shape% *}" --blocks "${shape#* }" --run-dir "$run" \
         --images-per-folder 150 --synthetic-tiles 16 --tile 256 --crop 96 --context 8 --steps 0 \
-        --minutes "${MINUTES:-45}" --batch 8 --lr 2e-4 --ema 0.995 --save-every 100 --amp off \
+        --minutes "${MINUTES:-45}" "${loss[@]}" --ema 0.995 --save-every 100 --amp off \
         --export "$RUNS/$fam.safetensors" --note "CPU continuation of the bundled file with the +error input" "${start[@]}"
     select_and_keep "$RUNS/$fam.safetensors" "$fam"
   done

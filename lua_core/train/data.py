@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from ..checkpoint import sha256_file
 from ..data_split import scan_images, split_images
 from ..fileio import atomic_write, read_safetensors_header, update_digest
-from ..imaging import bicubic_resize, load_rgb, to_tensor
+from ..imaging import bicubic_resize, load_rgb, synthetic_smooth_tile, to_tensor
 from ..tiny_ae import TinyAutoencoder
 from .config import TrainConfig
 
@@ -54,25 +54,6 @@ def _prepare(rgb: np.ndarray, tile: int, min_rescale: float, rng: np.random.Gene
         f = float(rng.uniform(lo, 1.0))
         img = bicubic_resize(img, (max(tile, round(h * f)), max(tile, round(w * f)))).clamp(0, 1)
     return img
-
-
-def synthetic_smooth_tile(size: int, rng: np.random.Generator) -> torch.Tensor:
-    """A flat colour, linear or radial gradient [1, 3, S, S]: teaches the model that flat stays flat."""
-    a, b = rng.uniform(0.02, 0.98, 3), rng.uniform(0.02, 0.98, 3)
-    kind = rng.integers(0, 3)
-    yy, xx = np.mgrid[0:size, 0:size] / (size - 1)
-    if kind == 0:
-        t = np.zeros((size, size))
-    elif kind == 1:
-        angle = rng.uniform(0, 2 * np.pi)
-        t = np.cos(angle) * xx + np.sin(angle) * yy
-        t = (t - t.min()) / max(np.ptp(t), 1e-6)
-    else:
-        cy, cx = rng.uniform(0, 1, 2)
-        t = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
-        t = t / max(t.max(), 1e-6)
-    img = a[:, None, None] * (1 - t) + b[:, None, None] * t
-    return torch.from_numpy(img).float().unsqueeze(0).clamp(0, 1)
 
 
 @torch.no_grad()

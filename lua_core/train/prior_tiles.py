@@ -21,8 +21,7 @@ from torch.utils.data import Dataset
 from ..arch.reencode_residual import PIXEL_FACTOR, ReencodeResidual
 from ..data_split import scan_images, split_images
 from ..fileio import atomic_write, update_digest
-from ..imaging import bicubic_resize, load_rgb, to_tensor
-from .data import synthetic_smooth_tile
+from ..imaging import bicubic_resize, load_rgb, synthetic_smooth_tile, to_tensor
 
 CACHE_VERSION = 1
 ENCODE_CHUNK = 32  # tiles encoded per batch on a GPU

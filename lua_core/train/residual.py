@@ -59,6 +59,7 @@ class ResidualTrainConfig:
     crop: int = 96  # HR pixels of the decoded window whose border-trimmed part is scored (multiple of 8 * scale)
     border: int = 16  # HR pixels trimmed from each side of the decoded window before the pixel loss
     context: int = 4  # output latent pixels around the window on each side that f sees (divisible by the scales)
+    decode_context: int = 4  # of those, the ones decoded with the window (<= context; see `pixel_loss`)
     batch: int = 8
     lr: float = 5e-4
     steps: int = 600  # length of the cosine schedule; 0 = the schedule spans `minutes` of training time instead
@@ -107,29 +108,31 @@ def pixel_loss(
 ) -> torch.Tensor:
     """L1 between the decoded prediction and HR in the crop's central window, inside the border.
 
-    Decoding only the window (all a step can afford) lets the residual exploit the window's edges, which
-    inference, decoding the whole image, never has: on FLUX.1 training tiles a residual trained that way cut the
-    window L1 by 37 % (x2) / 48 % (x4) but the whole-tile L1 of the same tiles by 5 % / 2.5 %
-    (bench/results/window-decode-flux1.json), and scored below the prior on held-out images. So when the batch
-    carries the whole tile's decoded prior (`decode_priors`), the prediction is decoded as that plus what the
-    residual changes in the window decode: D(prior)[window] + D_window(out) - D_window(prior); an untrained
-    model's loss is then exactly the whole-tile decode's (tests/test_v2.py)."""
+    A step cannot afford to decode whole images, so it decodes the window plus `decode_context` latent pixels of the
+    crop's context around it: the decoder's zero padding then sits that far from the scored pixels, where a residual
+    cannot learn to exploit it. Decoding the window alone (decode_context 0) left it 16 px away: on FLUX.1 training
+    tiles residuals trained that way cut the window L1 by 15-48 % but the whole-tile L1 by 0.5-5 %
+    (bench/results/window-decode-flux1*.json) and scored below their start on held-out images. When the batch carries
+    the whole tile's decoded prior (`decode_priors`), the prediction is decoded as that plus what the residual changes
+    in the region's decode: D(prior)[region] + D_region(out) - D_region(prior); an untrained model's loss is then
+    exactly the whole-tile decode's (tests/test_v2.py)."""
     out = batch["prior"] + net.residual(batch["z"], batch["prior"], batch["pix"], scale, batch.get("error"))
-    c = cfg.context  # output latent pixels of context on each side
+    cut = cfg.context - cfg.decode_context  # output latent pixels of context not decoded, on each side
 
-    def window(t: torch.Tensor) -> torch.Tensor:
-        return t[..., c : t.shape[-2] - c, c : t.shape[-1] - c]
+    def region(t: torch.Tensor) -> torch.Tensor:
+        return t[..., cut : t.shape[-2] - cut, cut : t.shape[-1] - cut]
 
     with amp:
-        decoded = net.prior.decoder(window(out)).float()
-    b, px = cfg.border, c * PIXEL_FACTOR
+        decoded = net.prior.decoder(region(out)).float()
+    px = cut * PIXEL_FACTOR
     h, w = decoded.shape[-2:]
     if "prior_pix" in batch:
         with torch.no_grad(), amp:
-            edges = net.prior.decoder(window(batch["prior"])).float() - batch["prior_pix"][..., px : px + h, px : px + w]
+            edges = net.prior.decoder(region(batch["prior"])).float() - batch["prior_pix"][..., px : px + h, px : px + w]
         decoded = decoded - edges
     hr = batch["hr"][..., px : px + h, px : px + w]
-    return F.l1_loss(decoded[..., b:-b, b:-b], hr[..., b:-b, b:-b])
+    t = cfg.decode_context * PIXEL_FACTOR + cfg.border  # the window, inside its border
+    return F.l1_loss(decoded[..., t:-t, t:-t], hr[..., t:-t, t:-t])
 
 
 def crop_latent(cfg: ResidualTrainConfig, scale: int) -> int:
@@ -137,6 +140,8 @@ def crop_latent(cfg: ResidualTrainConfig, scale: int) -> int:
     per = PIXEL_FACTOR * scale
     if cfg.crop % per or cfg.context % scale:
         raise ValueError(f"crop {cfg.crop} must be a multiple of {per} and context {cfg.context} of {scale}")
+    if not 0 <= cfg.decode_context <= cfg.context:
+        raise ValueError(f"decode context {cfg.decode_context} must be between 0 and the context {cfg.context}")
     return (cfg.crop // PIXEL_FACTOR + 2 * cfg.context) // scale
 
 
