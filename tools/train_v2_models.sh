@@ -28,7 +28,9 @@
 #   led to the edge-free window loss of train/residual.py `pixel_loss` (bench/window_decode.py).
 # DECODE_CONTEXT=1 (the sixth run, 2026-12-05, CPU): ERROR_INPUT's run with the loss decoding each window together
 #   with its 8 latent px (64 px) of context (train-v2 --decode-context 8), batch 4, lr 1e-4; MINUTES=42 for FLUX.1
-#   gave bench/results/selection/flux1-context-decode-42min.json (not shipped: below the bundled file on held-out).
+#   gave bench/results/selection/flux1-context-decode-42min.json (not shipped: below the bundled file on held-out);
+#   IMAGES=0 (every training image, 623 tiles) MINUTES=28 gave ...-context-decode-all-images.json (+0.02 / +0.01 dB
+#   above it on held-out; not shipped yet: run this mode to get its report and keep-if-better).
 # PRIOR_HEADS=1 (2026-12-05, no training): tools/refine_prior_heads.py gives each head that ships as the prior alone
 #   (SD3 x4, FLUX.2 x2) the back-projection setting best on held-out images 17-32 (PRIOR_SETTINGS="steps:rate,..."
 #   to try others than its default), then the same report and keep-if-better steps. How the 2026-12-05 files were
@@ -100,7 +102,7 @@ if [ "${ERROR_INPUT:-0}" = 1 ] || [ "${DECODE_CONTEXT:-0}" = 1 ]; then
     [ -f "$run/state.pt" ] && start=(--resume)
     $PY -m lua_core train-v2 --family "$fam" --data "${DATA[@]}" --prior-from "$shipped" \
         --inputs latent+prior+pixels+error --width "${shape% *}" --blocks "${shape#* }" --run-dir "$run" \
-        --images-per-folder 150 --synthetic-tiles 16 --tile 256 --crop 96 --context 8 --steps 0 \
+        --images-per-folder "${IMAGES:-150}" --synthetic-tiles 16 --tile 256 --crop 96 --context 8 --steps 0 \
         --minutes "${MINUTES:-45}" "${loss[@]}" --ema 0.995 --save-every 100 --amp off \
         --export "$RUNS/$fam.safetensors" --note "CPU continuation of the bundled file with the +error input" "${start[@]}"
     select_and_keep "$RUNS/$fam.safetensors" "$fam"
