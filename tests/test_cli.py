@@ -321,3 +321,12 @@ def test_importing_lua_core_needs_no_torch():
     code = "import sys, lua_core; print(lua_core.__version__, 'torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.stdout.split() == ["0.1.0", "False"], proc.stderr
+
+
+def test_train_v2_refuses_a_decode_context_wider_than_the_context_before_any_work(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = ["train-v2", "--family", "flux1", "--data", str(tmp_path), "--run-dir", str(run_dir)]
+    assert main([*args, "--context", "8", "--decode-context", "9"]) == 2
+    line = error_line(capsys)
+    assert "--decode-context 9 must be between 0 and --context 8: use --decode-context 0..8" in line
+    assert not run_dir.exists()  # refused by the config: no run folder, no tile encoded

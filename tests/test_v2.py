@@ -281,7 +281,7 @@ def test_window_loss_has_no_window_edges_it_is_the_whole_tile_decode_plus_the_re
     decode's L1 in the window (no edge errors), and a residual is scored by what it changes in the decode."""
     from conftest import TRAIN_IMAGES
 
-    from lua_core.train.residual import ResidualTrainConfig, ResidualTrainer, crop_latent, pixel_loss
+    from lua_core.train.residual import ResidualTrainConfig, ResidualTrainer, pixel_loss
 
     cfg = ResidualTrainConfig(
         family="sdxl", data=(str(TRAIN_IMAGES),), vae_approx=str(VAE_APPROX), run_dir=str(tmp_path / "run"),
@@ -314,8 +314,8 @@ def test_window_loss_has_no_window_edges_it_is_the_whole_tile_decode_plus_the_re
     assert abs(loss - whole_tile) < 1e-5  # untrained: exactly the whole-tile decode, no window edges
     assert edges > 1e-3  # what the window decode alone adds (what residuals used to learn)
     assert edges_with_context < edges  # decoding the context moves the decoder's edges away from the scored part
-    with pytest.raises(ValueError, match="decode context 5 must be between 0 and the context 4"):
-        crop_latent(replace(cfg, decode_context=5), 2)
+    with pytest.raises(ValueError, match=r"--decode-context 5 must be between 0 and --context 4: use --decode-context 0\.\.4"):
+        replace(cfg, decode_context=5)  # refused by the config, before any tile is encoded
     randomised_residual(trainer.model, std=0.05)
     with torch.no_grad():
         moved = pixel_loss(net, batch, 2, cfg, no_amp).item()
@@ -421,6 +421,24 @@ def test_refine_prior_heads_passes_over_a_setting_that_paints_colour_patches():
         "current", {"steps2_rate1": ["smooth3"], "steps2_rate0.7": ["smooth3"], "steps1_rate1": ["smooth3"]}
     )
     assert best_without_new_patches({"current": 28.0, "steps1_rate1": 28.0}, patches.get)[0] == "current"  # a tie
+
+
+def test_keep_if_better_names_the_colour_patches_a_new_file_adds(tmp_path):
+    """tools/keep_if_better.py: a file that paints patches where the old one did not is caught, per scale."""
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from keep_if_better import new_colour_patches
+
+    clean, painting = tmp_path / "clean.safetensors", tmp_path / "painting.safetensors"
+    new_v2_model(get_family("sd1"), vae_approx=VAE_APPROX).save(clean)
+    randomised_residual(new_v2_model(get_family("sd1"), vae_approx=VAE_APPROX), std=0.5).save(painting)
+    added = new_colour_patches(painting, clean, str(VAE_APPROX), side=64)
+    assert set(added) == {"x2", "x4"} and all(added.values()), added
+    assert all(name.startswith(("flat", "smooth")) for names in added.values() for name in names)
+    assert new_colour_patches(clean, painting, str(VAE_APPROX), side=64) == {}  # the clean file adds none
 
 
 @pytest.mark.parametrize("gain", [0.0, 0.5])

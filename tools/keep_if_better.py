@@ -27,13 +27,13 @@ from lua_core.model import load_model  # noqa: E402
 from lua_core.tiny_ae import load_tiny_autoencoder  # noqa: E402
 
 
-def new_colour_patches(new_path: Path, old_path: Path, vae_approx: str) -> dict[str, list[str]]:
+def new_colour_patches(new_path: Path, old_path: Path, vae_approx: str, side: int = 256) -> dict[str, list[str]]:
     """Per scale, the flat images the new file paints patches into and the old one leaves flat."""
     new, old = load_model(new_path), load_model(old_path)
     ae = load_tiny_autoencoder(new.family, [vae_approx])
     added = {}
     for s in new.scales:
-        names = sorted(set(flat_region_failures(new, ae, s)) - set(flat_region_failures(old, ae, s)))
+        names = sorted(set(flat_region_failures(new, ae, s, side)) - set(flat_region_failures(old, ae, s, side)))
         if names:
             added[f"x{s}"] = names
     return added

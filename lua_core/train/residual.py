@@ -75,6 +75,21 @@ class ResidualTrainConfig:
     threads: int = 0
     save_every: int = 50
 
+    def __post_init__(self) -> None:
+        # refused here, before the minutes of tile encoding a run starts with
+        for scale in self.scales:
+            per = PIXEL_FACTOR * scale
+            if self.crop % per or self.context % scale:
+                raise ValueError(
+                    f"--crop {self.crop} must be a multiple of {per} and --context {self.context} of {scale} "
+                    f"for scale {scale}"
+                )
+        if not 0 <= self.decode_context <= self.context:
+            raise ValueError(
+                f"--decode-context {self.decode_context} must be between 0 and --context {self.context}: "
+                f"use --decode-context 0..{self.context}"
+            )
+
     def spec(self) -> TileSpec:
         """The part of the config that decides the tile cache."""
         return TileSpec(
@@ -137,11 +152,6 @@ def pixel_loss(
 
 def crop_latent(cfg: ResidualTrainConfig, scale: int) -> int:
     """Input latent pixels per training crop at `scale`: the decoded window plus context on both sides."""
-    per = PIXEL_FACTOR * scale
-    if cfg.crop % per or cfg.context % scale:
-        raise ValueError(f"crop {cfg.crop} must be a multiple of {per} and context {cfg.context} of {scale}")
-    if not 0 <= cfg.decode_context <= cfg.context:
-        raise ValueError(f"decode context {cfg.decode_context} must be between 0 and the context {cfg.context}")
     return (cfg.crop // PIXEL_FACTOR + 2 * cfg.context) // scale
 
 
