@@ -169,3 +169,37 @@ def test_train_section_calls_the_training_cli_with_todays_flags(tmp_path, monkey
     assert (parsed.tile, parsed.tiles_per_image, parsed.crop, parsed.context) == (256, 8, 128, 8)
     with pytest.raises(ValueError, match="at most 5 families"):
         gpu_kit.section_train(["sdxl", "sd1", "sd3", "flux1", "flux2", "sdxl"], args, tmp_path / "out")
+
+
+def test_prepare_gpu_data_keeps_a_share_of_large_images_at_native_resolution(tmp_path):
+    """tools/prepare_gpu_data.py: --native-share of the larger images become a native-resolution square cut."""
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from prepare_gpu_data import training_view
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (200, 240, 3), dtype=np.uint8)).save(data / f"large{i}.png")
+    Image.fromarray(rng.integers(0, 256, (160, 170, 3), dtype=np.uint8)).save(data / "small.png")
+
+    def sizes(share: float) -> dict[str, tuple[int, int]]:
+        out = tmp_path / f"out{share}"
+        cmd = [sys.executable, str(ROOT / "tools" / "prepare_gpu_data.py"), "--data", str(data), "--photos", ""]
+        cmd += ["--out", str(out), "--short-side", "160", "--native-share", str(share)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr
+        return {p.name.split(".")[0]: Image.open(p).size for p in (out / "train").iterdir()}
+
+    half, none, every = sizes(0.5), sizes(0.0), sizes(1.0)
+    large = [k for k in none if k.startswith("large")]
+    assert len(large) >= 10 and none["small"] == half["small"] == every["small"] == (170, 160)  # kept as they are
+    assert all(none[k] == (192, 160) for k in large) and all(every[k] == (160, 160) for k in large)
+    assert {half[k] for k in large} == {(192, 160), (160, 160)}  # both views in the set
+    im = Image.fromarray(rng.integers(0, 256, (100, 120, 3), dtype=np.uint8))
+    cut = np.asarray(training_view(im, "any/name.png", 60, 1.0))
+    assert any(np.array_equal(cut, np.asarray(im)[y : y + 60, x : x + 60]) for y in range(41) for x in range(61))
+    assert np.array_equal(np.asarray(training_view(im, "any/name.png", 60, 1.0)), cut)  # the same cut on every run

@@ -361,13 +361,38 @@ def test_several_tiles_per_image_are_distinct_and_keep_older_cache_keys(tmp_path
     one = TileSpec((str(TRAIN_IMAGES),), 0.08, 64, 2, 0, 0)
     three = TileSpec((str(TRAIN_IMAGES),), 0.08, 64, 2, 0, 0, tiles_per_image=3)
     images = list_training_images(one)
-    legacy = {k: v for k, v in one.__dict__.items() if k != "tiles_per_image"}  # the key before the field existed
+    newer = ("tiles_per_image", "native_fraction")
+    legacy = {k: v for k, v in one.__dict__.items() if k not in newer}  # the key before those fields existed
     assert one.key_fields() == legacy and cache_key(one, images, net) != cache_key(three, images, net)
     tiles = build_tiles(three, net, tmp_path, say=lambda _: None)
     assert tiles["hr"].shape[0] == 3 * len(images) == 6
     first = tiles["hr"][:3].flatten(1).float()
     assert torch.cdist(first, first)[~torch.eye(3, dtype=torch.bool)].min() > 0  # three different cuts of image 1
     assert set(tiles) == {"hr", "z2", "pix2", "prior2", "z4", "pix4", "prior4"}
+
+
+def test_native_fraction_cuts_large_photos_at_native_resolution_and_keeps_older_cache_keys(tmp_path):
+    """--native-fraction 1: a large photo's tile is a plain crop (its pixels are the file's 8-bit values, no resize)."""
+    import numpy as np
+    from PIL import Image
+
+    from lua_core.train.prior_tiles import TileSpec, tile_of
+
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "large.png"
+    Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(photo)
+    scaled, native = TileSpec((str(tmp_path),), 0.08, 64, 0, 0, 0), TileSpec((str(tmp_path),), 0.08, 64, 0, 0, 0, 1, 1.0)
+
+    def is_plain_crop(t: torch.Tensor) -> bool:
+        return bool(torch.allclose(t * 255, (t * 255).round(), atol=1e-3))
+
+    assert all(is_plain_crop(tile_of(photo, native, np.random.default_rng(s))) for s in range(4))
+    assert not any(is_plain_crop(tile_of(photo, scaled, np.random.default_rng(s))) for s in range(4))
+    assert "native_fraction" not in scaled.key_fields() and native.key_fields()["native_fraction"] == 1.0
+    with pytest.raises(ValueError, match="--native-fraction 1.5 is a share of tiles: use 0..1"):
+        from lua_core.train.residual import ResidualTrainConfig
+
+        ResidualTrainConfig(family="flux1", data=(str(tmp_path),), native_fraction=1.5)
 
 
 def test_refine_prior_heads_gives_a_prior_only_head_its_best_setting_and_leaves_the_others(tmp_path):

@@ -4,8 +4,11 @@
 
 Writes, for `bench/gpu_kit.py --train FAMILY` (which trains a v2 model on `.gpu_data/train` and `.gpu_data/photos`):
   .gpu_data/train/     the training split of ../shared/data/train (hold-out excluded by the same hash rule),
-                       each image downscaled to a short side of --short-side px and stored as --format;
-                       the GPU builds its tile cache from these in seconds
+                       each image downscaled to a short side of --short-side px and stored as --format, except
+                       --native-share of the larger ones, stored as a --short-side px square cut at native
+                       resolution (bench/quality.py crops photos at native resolution, and their smooth,
+                       out-of-focus regions are where the bundled files lose to pixel bicubic; downscaled
+                       views have few of them); the GPU builds its tile cache from these in seconds
   .gpu_data/photos/    the training split of ../shared/data/photos (research licences: see its README), the same way
   .gpu_data/holdout/   with --holdout-side N: the hold-out images as N px center crops (q95) for bench/quality.py
   .gpu_data/vae_approx with --families F,G: their tiny autoencoders (TAESD family, MIT, licence copied along);
@@ -19,8 +22,10 @@ Refuses to finish above --budget-mb, so the tree still fits the device's limit.
 from __future__ import annotations
 
 import argparse
+import random
 import shutil
 import sys
+import zlib
 from pathlib import Path
 
 from PIL import Image
@@ -28,6 +33,20 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
+
+
+def training_view(im: Image.Image, name: str, short_side: int, native_share: float) -> Image.Image:
+    """What the sprint trains on from one image: downscaled to `short_side`, or (for `native_share` of the larger
+    images, chosen by a hash of `name` so reruns agree) a `short_side` square cut at native resolution."""
+    if min(im.size) <= short_side:
+        return im
+    key = zlib.crc32(name.encode())
+    if key % 1000 < native_share * 1000:
+        pick = random.Random(key)
+        x, y = pick.randint(0, im.width - short_side), pick.randint(0, im.height - short_side)
+        return im.crop((x, y, x + short_side, y + short_side))
+    f = short_side / min(im.size)
+    return im.resize((round(im.width * f), round(im.height * f)), Image.LANCZOS)
 
 
 def main() -> int:
@@ -42,6 +61,7 @@ def main() -> int:
     p.add_argument("--families", default="", help="tiny autoencoders to copy (default none)")
     p.add_argument("--out", default=str(ROOT / ".gpu_data"))
     p.add_argument("--short-side", type=int, default=384)
+    p.add_argument("--native-share", type=float, default=0.5, help="larger images kept as a native-resolution cut")
     p.add_argument("--quality", type=int, default=85)
     p.add_argument("--holdout-side", type=int, default=0, help="0 = no holdout/ (the sprint evaluates at home)")
     p.add_argument("--format", choices=("jpg", "webp"), default="webp")
@@ -63,9 +83,7 @@ def main() -> int:
             im = im.crop((*box, box[0] + side, box[1] + side)).resize((args.holdout_side,) * 2, Image.LANCZOS)
             dest, q = out / "holdout" / path.relative_to(root), 95
         else:
-            f = args.short_side / min(im.size)
-            if f < 1:
-                im = im.resize((round(im.width * f), round(im.height * f)), Image.LANCZOS)
+            im = training_view(im, str(path.relative_to(root)), args.short_side, args.native_share)
             dest, q = out / "train" / path.relative_to(root), args.quality
         dest = dest.with_name(f"{dest.name}.{args.format}")
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -76,10 +94,8 @@ def main() -> int:
         for path in scan_images(photos, args.short_side).usable:
             if path in held:
                 continue
-            im = Image.fromarray(load_rgb(path))
-            f = args.short_side / min(im.size)
-            if f < 1:
-                im = im.resize((round(im.width * f), round(im.height * f)), Image.LANCZOS)
+            im = training_view(Image.fromarray(load_rgb(path)), str(path.relative_to(photos)), args.short_side,
+                               args.native_share)
             dest = out / "photos" / path.relative_to(photos)
             dest = dest.with_name(f"{dest.name}.{args.format}")
             dest.parent.mkdir(parents=True, exist_ok=True)

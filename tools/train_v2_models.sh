@@ -35,6 +35,8 @@
 #   SEED=N cuts other tiles from the same images (tile positions and batches follow the seed; a new tile cache).
 #   SEED=1 INIT=<the all-images run's export> MINUTES=48 gave ...-context-decode-seed1.json: +0.02 / +0.01 dB on
 #   images 17-32 again, -0.07 / -0.01 dB on the report's images 1-16, so keep-if-better restored the bundled file.
+#   NATIVE=F cuts that share of large photos' tiles at native resolution (train-v2 --native-fraction): the report's
+#   losses come from native-resolution crops of large photos (smooth bokeh), which random content scales rarely give.
 # PRIOR_HEADS=1 (2026-12-05, no training): tools/refine_prior_heads.py gives each head that ships as the prior alone
 #   (SD3 x4, FLUX.2 x2) the back-projection setting best on held-out images 17-32 (PRIOR_SETTINGS="steps:rate,..."
 #   to try others than its default), then the same report and keep-if-better steps. How the 2026-12-05 files were
@@ -106,7 +108,7 @@ if [ "${ERROR_INPUT:-0}" = 1 ] || [ "${DECODE_CONTEXT:-0}" = 1 ]; then
     [ -f "$run/state.pt" ] && start=(--resume)
     $PY -m lua_core train-v2 --family "$fam" --data "${DATA[@]}" --prior-from "$shipped" \
         --inputs latent+prior+pixels+error --width "${shape% *}" --blocks "${shape#* }" --run-dir "$run" \
-        --images-per-folder "${IMAGES:-150}" --seed "${SEED:-0}" --synthetic-tiles 16 --tile 256 --crop 96 --context 8 --steps 0 \
+        --images-per-folder "${IMAGES:-150}" --seed "${SEED:-0}" --native-fraction "${NATIVE:-0}" --synthetic-tiles 16 --tile 256 --crop 96 --context 8 --steps 0 \
         --minutes "${MINUTES:-45}" "${loss[@]}" --ema 0.995 --save-every 100 --amp off \
         --export "$RUNS/$fam.safetensors" --note "CPU continuation of the bundled file with the +error input" "${start[@]}"
     select_and_keep "$RUNS/$fam.safetensors" "$fam"

@@ -38,12 +38,17 @@ class TileSpec:
     synthetic_tiles: int
     seed: int
     tiles_per_image: int = 1  # random tiles cut from each image (a GPU sprint trains on many more crops)
+    # the share of large photos' tiles cut at native resolution instead of a random content scale: bench/quality.py
+    # (and the hidden hold-out) crop photos at native resolution, where smooth, out-of-focus content dominates
+    native_fraction: float = 0.0
 
     def key_fields(self) -> dict:
-        """The fields the cache key hashes; tiles_per_image only when not 1, so older caches keep their keys."""
+        """The fields the cache key hashes; the newer ones only when set, so older caches keep their keys."""
         d = dict(self.__dict__)
         if d["tiles_per_image"] == 1:
             del d["tiles_per_image"]
+        if not d["native_fraction"]:
+            del d["native_fraction"]
         return d
 
 
@@ -78,11 +83,14 @@ def cache_key(spec: TileSpec, images: list[Path], net: ReencodeResidual) -> str:
 
 
 def tile_of(path: Path, spec: TileSpec, rng: np.random.Generator) -> torch.Tensor:
-    """One random tile [1, 3, S, S] of an image: random content scale for large images, random flip/rotation."""
+    """One random tile [1, 3, S, S] of an image: random content scale for large images (or native resolution, for
+    `native_fraction` of them), random flip/rotation."""
     img = to_tensor(load_rgb(path))
     h, w = img.shape[-2:]
     short = min(h, w)
-    if short > 2 * spec.tile:  # large photos: a random content scale between "tile = short side / 2" and 1
+    # the draw only when asked for, so the tiles of runs without it stay the same
+    native = bool(spec.native_fraction) and rng.random() < spec.native_fraction
+    if short > 2 * spec.tile and not native:  # large photos: a random content scale from "tile = short side / 2" to 1
         f = float(rng.uniform(2 * spec.tile / short, 1.0))
         img = bicubic_resize(img, (round(h * f), round(w * f))).clamp(0, 1)
         h, w = img.shape[-2:]

@@ -53,6 +53,7 @@ class ResidualTrainConfig:
     prior_from: str = ""
     tile: int = 192  # HR pixels per cached tile (a multiple of 8 * max scale)
     tiles_per_image: int = 1  # random tiles cut from each image
+    native_fraction: float = 0.0  # share of large photos' tiles cut at native resolution (see TileSpec)
     images_per_folder: int = 100  # 0 = all
     synthetic_tiles: int = 16  # flat colours and gradients (flat must stay flat)
     val_fraction: float = 0.08
@@ -84,6 +85,8 @@ class ResidualTrainConfig:
                     f"--crop {self.crop} must be a multiple of {per} and --context {self.context} of {scale} "
                     f"for scale {scale}"
                 )
+        if not 0 <= self.native_fraction <= 1:
+            raise ValueError(f"--native-fraction {self.native_fraction} is a share of tiles: use 0..1")
         if not 0 <= self.decode_context <= self.context:
             raise ValueError(
                 f"--decode-context {self.decode_context} must be between 0 and --context {self.context}: "
@@ -100,6 +103,7 @@ class ResidualTrainConfig:
             self.synthetic_tiles,
             self.seed,
             self.tiles_per_image,
+            self.native_fraction,
         )
 
 
