@@ -330,3 +330,5 @@ def test_train_v2_refuses_a_decode_context_wider_than_the_context_before_any_wor
     line = error_line(capsys)
     assert "--decode-context 9 must be between 0 and --context 8: use --decode-context 0..8" in line
     assert not run_dir.exists()  # refused by the config: no run folder, no tile encoded
+    assert main([*args, "--crop", "100"]) == 2
+    assert "--crop 100 must be a positive multiple of 32 for scales (2, 4): use --crop 96" in error_line(capsys)

@@ -78,13 +78,17 @@ class ResidualTrainConfig:
 
     def __post_init__(self) -> None:
         # refused here, before the minutes of tile encoding a run starts with
-        for scale in self.scales:
-            per = PIXEL_FACTOR * scale
-            if self.crop % per or self.context % scale:
-                raise ValueError(
-                    f"--crop {self.crop} must be a multiple of {per} and --context {self.context} of {scale} "
-                    f"for scale {scale}"
-                )
+        step = math.lcm(*self.scales)  # every head cuts the same window: whole latent pixels at every scale
+        if self.crop % (PIXEL_FACTOR * step) or self.crop <= 0:
+            raise ValueError(
+                f"--crop {self.crop} must be a positive multiple of {PIXEL_FACTOR * step} for scales {self.scales}: "
+                f"use --crop {max(1, self.crop // (PIXEL_FACTOR * step)) * PIXEL_FACTOR * step}"
+            )
+        if self.context % step:
+            raise ValueError(
+                f"--context {self.context} must be a multiple of {step} for scales {self.scales}: "
+                f"use --context {-(-self.context // step) * step}"
+            )
         if not 0 <= self.native_fraction <= 1:
             raise ValueError(f"--native-fraction {self.native_fraction} is a share of tiles: use 0..1")
         if not 0 <= self.decode_context <= self.context:
