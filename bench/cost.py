@@ -4,14 +4,15 @@
     python bench/cost.py --device cuda        # writes bench/results/cost-cuda.json (bench/gpu_kit.py calls measure())
 
 One run, one machine: x2 of a 1x4x64² latent with the bundled v2 SDXL model (models/lua-sdxl-small.safetensors,
-everything it does: decode, bicubic, encode, residual), with the v1 network the SDXL model had before (same
+everything it does: decode, bicubic, encode, residual, and decoder matching where its x2 head has it), with the v1 network the SDXL model had before (same
 shapes, random weights: the time does not depend on the values), and the SDXL VAE's decoder at the output
 size (1x4x128² -> 1024² pixels). The decoder is diffusers' AutoencoderKL with SDXL's config and random weights
 (`pip install -r requirements-bench.txt`); where diffusers is missing (the GPU machine), `bench/gpu_kit.py`'s
 LDM decoder of the same layout stands in and the JSON says so. Median of timed runs after a warm-up.
 Targets (issue 15): v2 <= 15 % of the full decode on a CPU, <= 5 % on a GPU. Run it on a quiet machine.
 `bundled` times x2 of every bundled v2 model at the same 1024² output against the same decode: a prior with
-back-projection steps (arch/reencode_residual.py) pays a tiny decode and encode at the output size per step.
+back-projection steps (arch/reencode_residual.py) pays a tiny decode and encode at the output size per step, a
+head with decoder matching a tiny decode and its backward pass at the output size per step.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ def measure(device: torch.device, dtype: torch.dtype = torch.float32, side: int 
             {
                 "file": path.name,
                 "refine_steps": model.config.refine_for(2)[0],  # of the x2 head timed here
+                "match_steps": model.config.match_for(2)[0],  # decoder matching: a decoder pass and its backward each
                 "x2_s": round(sec, 4),
                 "share_of_decode": round(sec / dec, 4),
             }

@@ -129,7 +129,21 @@ def with_prior_refinement(model: LUAModel, by_scale: dict[int, tuple[int, float]
         raise ValueError(f"{model.info.title()} has no re-encode prior to refine")
     merged = {s: (k, r) for s, k, r in cfg.refine_by_scale} | by_scale
     default = (cfg.refine_steps, cfg.refine_rate)
-    cfg = replace(cfg, refine_by_scale=tuple((s, *kr) for s, kr in merged.items() if kr != default))
+    return _with_config(model, replace(cfg, refine_by_scale=tuple((s, *kr) for s, kr in merged.items() if kr != default)))
+
+
+def with_decoder_match(model: LUAModel, by_scale: dict[int, tuple[int, float]]) -> LUAModel:
+    """A copy of a v2 model whose heads match their output to the decoder in smooth areas as {scale: (steps,
+    sigma)} says (arch/reencode_residual.py; steps 0 switches a head's matching off; weights are kept)."""
+    cfg = model.config
+    if not isinstance(cfg, ReencodeResidualConfig):
+        raise ValueError(f"{model.info.title()} has no tiny decoder to match")
+    merged = {s: (k, sg) for s, k, sg in cfg.match_by_scale} | by_scale
+    return _with_config(model, replace(cfg, match_by_scale=tuple((s, *ks) for s, ks in merged.items() if ks[0])))
+
+
+def _with_config(model: LUAModel, cfg: ReencodeResidualConfig) -> LUAModel:
+    """A copy of a v2 model under `cfg` (a config that changes no weight shape), weights and provenance kept."""
     net = ReencodeResidual(cfg).to(device=model.device, dtype=model.dtype)
     net.load_state_dict(model.net.state_dict())
     return LUAModel(net.eval(), replace(model.info, config=cfg, provenance=dict(model.info.provenance)), model.name)

@@ -14,24 +14,16 @@ from lua_core import load_model
 from lua_core.evaluation import flat_region_failures
 from lua_core.tiny_ae import load_tiny_autoencoder
 
-# Known failures, measured 2026-12-04 on the bundled models (worst image: LUA vs bound, p99 colour error; the
-# numbers come from running this test's check over every image). The v2 prior is decode -> bicubic -> encode,
-# i.e. a *second* autoencoder round trip after pixel bicubic, and on smooth images that round trip alone exceeds
-# the bound; the back-projection step of the SD1/SD3/FLUX.2 priors brought those under it, taesdxl has no such
-# step, and FLUX.1's only failure is one flat near-black image. The gate is MISSED for these and stays visible:
-# strict, so a model that passes must drop its marker.
-MISSED = {
-    "lua-sdxl-small": "8 of 14 images over; worst p99 0.0307 vs bound 0.0228 (flat green): the prior's round trip",
-    "lua-flux1-small": "1 of 14 images over; worst p99 0.0431 vs bound 0.0415 (flat near-black)",
-}
-SHIPPED = [
-    pytest.param(p, id=p.stem, marks=pytest.mark.xfail(strict=True, reason=MISSED[p.stem]) if p.stem in MISSED else ())
-    for p in sorted((ROOT / "models").glob("lua-*.safetensors"))
-]
+# Every bundled model passes since 2026-12-05. Before, the v2 prior (decode -> bicubic -> encode, a *second*
+# autoencoder round trip after pixel bicubic) exceeded the bound on smooth images: SDXL on 8 of 14 (worst p99
+# 0.0307 vs bound 0.0228, flat green), FLUX.1 on one flat near-black image; the back-projection step of the
+# SD1/SD3/FLUX.2 priors and the decoder matching of the SDXL and FLUX.1 heads (arch/reencode_residual.py) brought
+# them under it. A model that fails must not ship (tools/keep_if_better.py runs the same check).
+SHIPPED = sorted((ROOT / "models").glob("lua-*.safetensors"))
 
 
 @pytest.mark.skipif(not VAE_APPROX.is_dir(), reason="needs ../shared/vae_approx (CI has it)")
-@pytest.mark.parametrize("path", SHIPPED)
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_flat_colours_and_gradients_stay_flat(path):
     model = load_model(path)
     ae = load_tiny_autoencoder(model.family, [VAE_APPROX])

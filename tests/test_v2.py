@@ -12,12 +12,13 @@ from conftest import SHARED, VAE_APPROX
 from safetensors import safe_open
 
 from lua_core import get_family, load_model, upscale_latent
+from lua_core.arch.reencode_residual import smooth_weight
 from lua_core.checkpoint import identify_foreign, read_state_dict
 from lua_core.engine import plan_tiles
 from lua_core.errors import CheckpointError
 from lua_core.imaging import bicubic_resize, load_rgb, to_tensor
 from lua_core.metrics import psnr
-from lua_core.model import new_v2_model, with_prior_refinement
+from lua_core.model import new_v2_model, with_decoder_match, with_prior_refinement
 from lua_core.tiny_ae import load_tiny_autoencoder
 
 pytestmark = pytest.mark.skipif(not VAE_APPROX.is_dir(), reason="needs ../shared/vae_approx (CI has it)")
@@ -189,6 +190,61 @@ def test_tiled_and_untiled_decode_alike_through_the_prior(family, refine, image,
         a, b = ae.decode(whole).clamp(0, 1), ae.decode(tiled).clamp(0, 1)
     assert abs(psnr(a, hr).item() - psnr(b, hr).item()) <= 0.05
     # a seam is a line: no pixel row or column of the difference may average more than 1/255
+    diff = (a - b).abs().mean(1)[0]
+    assert max(diff.mean(0).max().item(), diff.mean(1).max().item()) <= 1 / 255
+
+
+def test_decoder_matching_pulls_smooth_areas_to_the_bicubic_pixels_and_leaves_texture(tmp_path):
+    """match_by_scale: where the bicubic pixels are flat, the output latent is stepped until the tiny decoder
+    gives them back (the decoder's grain goes); textured areas keep what prior + residual decode to."""
+    base = randomised_residual(new_v2_model(get_family("sd1"), width=8, blocks=1, vae_approx=VAE_APPROX), std=0.05)
+    matched = with_decoder_match(base, {2: (10, 0.1)})
+    ae = load_tiny_autoencoder("sd1", [VAE_APPROX])
+    z = ae.encode(smooth_image(64, seed=5))
+    with torch.no_grad():
+        bicubic = bicubic_resize(ae.decode(z).clamp(0, 1), (128, 128)).clamp(0, 1)
+        before, after = (ae.decode(upscale_latent(m, z, 2)).clamp(0, 1) for m in (base, matched))
+    assert psnr(after, bicubic).item() >= psnr(before, bicubic).item() + 2  # the painted grain is gone
+    assert torch.equal(upscale_latent(matched, z, 4), upscale_latent(base, z, 4))  # x4 is not matched
+
+    half = torch.cat([smooth_image(64, seed=6)[..., :32], torch.rand(1, 3, 64, 32, generator=torch.Generator())], -1)
+    zh = ae.encode(half)  # left half smooth, right half noise
+    with torch.no_grad():
+        up = bicubic_resize(ae.decode(zh).clamp(0, 1), (128, 128)).clamp(0, 1)
+        outs = [base.net.to_scaled(upscale_latent(m, zh, 2)) for m in (base, matched)]
+    untouched = F.max_pool2d(F.avg_pool2d(smooth_weight(up, 0.1), 8), 3, 1, 1) == 0
+    assert untouched[..., 10:].float().mean() > 0.5 and not untouched[..., :6].any()
+    assert torch.equal(*(o.masked_select(untouched) for o in outs))  # textured latent pixels exactly as they were
+    assert not torch.equal(*(o.masked_select(~untouched) for o in outs))
+
+    matched.save(tmp_path / "matched.safetensors")
+    with torch.inference_mode():  # as in ComfyUI: loaded and run under inference mode, autograd inside still works
+        loaded = load_model(tmp_path / "matched.safetensors")
+        out = upscale_latent(loaded, z, 2)
+    assert loaded.config.match_by_scale == ((2, 10, 0.1),)
+    assert "x2 matched to the decoder where smooth (10 steps, sigma 0.1)" in loaded.info.describe()
+    assert torch.allclose(out, upscale_latent(matched, z, 2), atol=1e-5)
+    assert with_decoder_match(loaded, {2: (0, 0.0)}).config.match_by_scale == ()  # steps 0: off again
+    with pytest.raises(ValueError, match="one \\(scale, steps >= 1, sigma > 0\\) at most per head"):
+        replace(base.config, match_by_scale=((8, 10, 0.1),))
+
+
+def test_decoder_matching_tiles_alike_and_counts_its_progress():
+    model = with_decoder_match(
+        randomised_residual(new_v2_model(get_family("sd1"), width=8, blocks=1, vae_approx=VAE_APPROX), std=0.02),
+        {2: (10, 0.1)},
+    )
+    ae = load_tiny_autoencoder("sd1", [VAE_APPROX])
+    photo = to_tensor(load_rgb(sorted((SHARED / "data" / "photos" / "urban100").glob("*"))[0]))
+    hr = bicubic_resize(photo, (256, 1024)).clamp(0, 1)
+    z = ae.encode(bicubic_resize(hr, (128, 512)).clamp(0, 1))  # 16x64 latent: 48-pixel tiles cut it 2 ways
+    whole = upscale_latent(model, z, 2, tile_size=10_000)
+    calls = []
+    tiled = upscale_latent(model, z, 2, tile_size=48, progress=lambda d, t: calls.append((d, t)))
+    assert len(calls) == calls[-1][1] > model.net.progress_calls(2), "one unit per conv call of every tile"
+    with torch.no_grad():
+        a, b = ae.decode(whole).clamp(0, 1), ae.decode(tiled).clamp(0, 1)
+    assert abs(psnr(a, hr).item() - psnr(b, hr).item()) <= 0.05
     diff = (a - b).abs().mean(1)[0]
     assert max(diff.mean(0).max().item(), diff.mean(1).max().item()) <= 1 / 255
 
@@ -427,6 +483,32 @@ def test_refine_prior_heads_gives_a_prior_only_head_its_best_setting_and_leaves_
     refused = subprocess.run(tool + ["--model", str(tmp_path / "all.safetensors"), "--output", str(out)],
                              capture_output=True, text=True)
     assert refused.returncode != 0 and "no head that ships as the prior alone" in refused.stderr
+
+
+def test_match_decoder_heads_scores_photos_and_renders_and_writes_the_best_setting_per_head(tmp_path):
+    """tools/match_decoder_heads.py: every head scored with and without matching on a training-split photo crop and
+    a held-out render; the file it writes has each head's best setting (or none) and says so in its provenance."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    model = randomised_residual(new_v2_model(get_family("sd1"), width=8, blocks=1, vae_approx=VAE_APPROX), std=0.05)
+    model.save(tmp_path / "in.safetensors")
+    out, report = tmp_path / "out.safetensors", tmp_path / "report.json"
+    args = ["--model", str(tmp_path / "in.safetensors"), "--output", str(out), "--report", str(report), "--photos", "1",
+            "--limit", "1", "--max-side", "64", "--settings", "3:0.1", "--flat-side", "32"]
+    subprocess.run([sys.executable, str(ROOT / "tools" / "match_decoder_heads.py"), *args], check=True)
+    rep = json.loads(report.read_text())
+    assert len(rep["photos_training_split"]) == len(rep["held_out_renders"]) == 1
+    for sc in ("x2", "x4"):
+        by_set = [rep["psnr_by_set"][k][sc] for k in ("photos", "held_out")]
+        assert rep["psnr"][sc] == {m: round((by_set[0][m] + by_set[1][m]) / 2, 4) for m in ("current", "steps3_sigma0.1")}
+        assert rep["chosen"][sc] == max(rep["psnr"][sc], key=rep["psnr"][sc].get)
+    chosen = load_model(out)
+    expected = tuple((int(sc[1:]), 3, 0.1) for sc in ("x2", "x4") if rep["chosen"][sc] != "current")
+    assert chosen.config.match_by_scale == expected
+    assert chosen.info.provenance["decoder_match_by_head"] == {f"x{s}": [k, sg] for s, k, sg in expected}
 
 
 def test_refine_prior_heads_passes_over_a_setting_that_paints_colour_patches():

@@ -48,6 +48,22 @@ def best_without_new_patches(scores: dict[str, float], new_patches) -> tuple[str
     raise AssertionError("unreachable: 'current' adds no patches")
 
 
+def best_per_head(
+    model, models: dict, ae, heads: tuple[int, ...], per_scale: dict[str, dict[str, float]], flat_side: int
+) -> tuple[dict[str, str], dict[str, dict[str, list[str]]]]:
+    """Per head "x<s>": the best-scoring entry of `models` that adds no flat-region failure to `model`'s, and what
+    it refused."""
+    best, refused = {}, {}
+    for h in heads:
+        before = set(flat_region_failures(model, ae, h, flat_side))
+
+        def new_patches(name: str, h: int = h, before: set = before) -> list[str]:
+            return sorted(set(flat_region_failures(models[name], ae, h, flat_side)) - before)
+
+        best[f"x{h}"], refused[f"x{h}"] = best_without_new_patches(per_scale[f"x{h}"], new_patches)
+    return best, refused
+
+
 def main() -> None:
     """Score the settings on the prior-only heads and write the file with the best one per head."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,14 +89,7 @@ def main() -> None:
     ae = load_tiny_autoencoder(model.family, [args.vae_approx])
     t0 = time.time()
     per_scale = scores(models, ae, images, args.max_side, heads)
-    best, refused = {}, {}
-    for h in heads:
-        before = set(flat_region_failures(model, ae, h, args.flat_side))
-
-        def new_patches(name: str, h: int = h, before: set = before) -> list[str]:
-            return sorted(set(flat_region_failures(models[name], ae, h, args.flat_side)) - before)
-
-        best[f"x{h}"], refused[f"x{h}"] = best_without_new_patches(per_scale[f"x{h}"], new_patches)
+    best, refused = best_per_head(model, models, ae, heads, per_scale, args.flat_side)
     chosen = with_prior_refinement(model, {h: tried[best[f"x{h}"]] for h in heads if best[f"x{h}"] != "current"})
     prov = dict(chosen.info.provenance)
     prov.update(prior_refinement_by_head={f"x{s}": [k, r] for s, k, r in chosen.config.refine_by_scale})

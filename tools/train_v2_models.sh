@@ -30,7 +30,7 @@
 #   with its 8 latent px (64 px) of context (train-v2 --decode-context 8), batch 4, lr 1e-4; MINUTES=42 for FLUX.1
 #   gave bench/results/selection/flux1-context-decode-42min.json (not shipped: below the bundled file on held-out);
 #   IMAGES=0 (every training image, 623 tiles) MINUTES=28 gave ...-context-decode-all-images.json (+0.02 / +0.01 dB
-#   above it on held-out; not shipped yet: run this mode to get its report and keep-if-better).
+#   above it on held-out; its SEED=1 continuation below was reported and not kept).
 #   INIT=FILE warm-starts from FILE instead of the bundled file (the prior still comes from the bundled file);
 #   SEED=N cuts other tiles from the same images (tile positions and batches follow the seed; a new tile cache).
 #   SEED=1 INIT=<the all-images run's export> MINUTES=48 gave ...-context-decode-seed1.json: +0.02 / +0.01 dB on
@@ -44,6 +44,13 @@
 #   (PRIOR_SETTINGS=2:0.8,2:1,3:0.6,3:0.7) chose 2:1, which failed tests/test_flat_regions.py and was reverted;
 #   since then refine_prior_heads.py and keep_if_better.py run that check themselves and refuse a file that paints
 #   colour patches into flat images the old file left flat.
+# MATCH=1 (2026-12-05, no training): tools/match_decoder_heads.py gives each head the decoder-matching setting
+#   (arch/reencode_residual.py `match_by_scale`: smooth areas of the output matched to the tiny decoder) best on
+#   PHOTOS native-resolution crops of training-split photos plus LIMIT held-out renders 17-.. (MATCH_SETTINGS to
+#   try others than its default), then the same report and keep-if-better steps:
+#   MATCH=1 bash tools/train_v2_models.sh runs/match flux1 flux2     (how the 2026-12-05 FLUX.1 file was made;
+#   FLUX.2 scored lower with matching and kept its file), then for SDXL, shorter:
+#   MATCH=1 PHOTOS=4 LIMIT=4 MATCH_SETTINGS=10:0.1,10:0.2 bash tools/train_v2_models.sh runs/match sdxl
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,6 +96,18 @@ if [ "${PRIOR_HEADS:-0}" = 1 ]; then  # no training: heads shipped as the prior 
   for fam in ${*:-sd3 flux2}; do
     $PY tools/refine_prior_heads.py --model "models/lua-$fam-small.safetensors" ${PRIOR_SETTINGS:+--settings "$PRIOR_SETTINGS"} \
         --output "$RUNS/$fam-selected.safetensors" --report "bench/results/selection/$fam-prior-heads.json"
+    report_and_keep "$fam"
+  done
+  exit 0
+fi
+
+if [ "${MATCH:-0}" = 1 ]; then  # no training: each head gets the decoder-matching setting best on photos + renders
+  mkdir -p "$RUNS"
+  [ -f "$RUNS/quality-before.json" ] || cp bench/results/quality.json "$RUNS/quality-before.json"
+  for fam in ${*:-flux1 flux2}; do
+    $PY tools/match_decoder_heads.py --model "models/lua-$fam-small.safetensors" ${MATCH_SETTINGS:+--settings "$MATCH_SETTINGS"} \
+        --photos "${PHOTOS:-6}" --limit "${LIMIT:-6}" \
+        --output "$RUNS/$fam-selected.safetensors" --report "bench/results/selection/$fam-decoder-match.json"
     report_and_keep "$fam"
   done
   exit 0

@@ -225,7 +225,8 @@ def cost_section() -> str:
         return "_No cost report yet: run `python bench/cost.py`._"
     head = (
         "x2 of a 1x4x64² SDXL latent (1024² px once decoded), from `bench/results/cost-*.json` (`bench/cost.py`): the "
-        "bundled v2 model (tiny decode, bicubic, tiny encode, residual), the v1 network it replaced, and the full "
+        "bundled v2 model (tiny decode, bicubic, tiny encode, residual, decoder matching where its x2 head has it), "
+        "the v1 network it replaced, and the full "
         "SDXL VAE decoder at the output size (diffusers' AutoencoderKL layout, random weights), timed in one run."
     )
     table = [
@@ -246,11 +247,12 @@ def bundled_cost_rows() -> list[str]:
             "",
             f"Every bundled model on {c['device']} ({c['threads']} threads), x2 to 1024² px against the same decode:",
             "",
-            "| file | prior back-projection steps | x2 | share of SDXL VAE decode |",
-            "|---|---|---|---|",
+            "| file | prior back-projection steps | decoder-matching steps | x2 | share of SDXL VAE decode |",
+            "|---|---|---|---|---|",
         ]
         lines += [
-            f"| `{b['file']}` | {b['refine_steps']} | {b['x2_s']:.3f} s | {b['share_of_decode']:.1%} |" for b in c["bundled"]
+            f"| `{b['file']}` | {b['refine_steps']} | {b.get('match_steps', 0)} | {b['x2_s']:.3f} s | {b['share_of_decode']:.1%} |"
+            for b in c["bundled"]
         ]
     return lines
 
@@ -276,6 +278,10 @@ def models_section() -> str:
                 + "".join(
                     f"; {sc} prior: {k} back-projection step(s) at rate {r:g}"
                     for sc, (k, r) in prov.get("prior_refinement_by_head", {}).items()
+                )
+                + "".join(
+                    f"; {sc} matched to the decoder where smooth ({k} steps, sigma {sg:g})"
+                    for sc, (k, sg) in prov.get("decoder_match_by_head", {}).items()
                 )
                 + " |"
             )
