@@ -76,8 +76,12 @@ class ModelInfo:
                 f"{self.prior['autoencoder']} decode -> {cfg.resize} -> encode"
                 + (f" -> {cfg.refine_steps} back-projection step(s) at rate {cfg.refine_rate}" if cfg.refine_steps else "")
                 + "".join(f" (x{sc}: {k} step(s) at rate {r})" for sc, k, r in cfg.refine_by_scale)
-                + "".join(f"; x{sc} matched to the decoder where smooth ({k} steps, sigma {sg:g})" for sc, k, sg in cfg.match_by_scale)
                 + " (frozen, stored in the file)"
+                + "".join(
+                    f"; x{sc} matched to the decoder where smooth ({k} steps, sigma {sg:g}"
+                    + (f", own lows below {lp:g} px kept)" if lp else ")")
+                    for sc, k, sg, lp in cfg.match_by_scale
+                )
             )
         else:
             shape = f"width {cfg.embed_dim}, depths {list(cfg.depths)}, window {cfg.window_size}"
@@ -291,9 +295,19 @@ def build_network(
                 f"{name}: metadata names network {arch!r}; this version of the pack knows {', '.join(ARCHS)}. "
                 "Update the node pack."
             )
+        config_cls = ReencodeResidualConfig if arch == ReencodeResidual.ARCH else LUAConfig
         try:
-            config_cls = ReencodeResidualConfig if arch == ReencodeResidual.ARCH else LUAConfig
-            config = config_cls.from_dict(json.loads(meta["lua.config"]))
+            config_data = json.loads(meta["lua.config"])
+            unknown = sorted(set(config_data) - set(config_cls.__dataclass_fields__))
+        except (ValueError, TypeError, KeyError) as e:
+            raise CheckpointError(f"{name}: its LUA metadata is damaged ({e}); re-export or re-convert the file") from e
+        if unknown:  # settings a later version of the pack added (e.g. a new inference step): not damage
+            raise CheckpointError(
+                f"{name} uses settings this version of the pack does not know ({', '.join(unknown)}); it was "
+                "written by a newer version. Update the node pack."
+            )
+        try:
+            config = config_cls.from_dict(config_data)
             family = get_family(meta["lua.family"]) if meta.get("lua.family") else None
             provenance = json.loads(meta.get("lua.provenance", "{}"))
             prior = json.loads(meta["lua.prior"]) if arch == ReencodeResidual.ARCH else None

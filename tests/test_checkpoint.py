@@ -272,3 +272,21 @@ def test_damaged_metadata_is_a_checkpoint_error(tmp_path):
         save_file(load_file(str(path)), str(tmp_path / "b.safetensors"), metadata=broken)
         with pytest.raises(CheckpointError, match="b.safetensors"):
             load_model(tmp_path / "b.safetensors")
+
+
+def test_a_newer_files_unknown_settings_ask_for_an_update_not_a_re_export(tmp_path):
+    path = tmp_path / "m.safetensors"
+    make_model().save(path)
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata())
+    config = {**json.loads(meta["lua.config"]), "future_step": 3}
+    save_file(load_file(str(path)), str(tmp_path / "n.safetensors"), metadata={**meta, "lua.config": json.dumps(config)})
+    with pytest.raises(CheckpointError) as e:
+        load_model(tmp_path / "n.safetensors")
+    assert str(e.value) == (
+        "n.safetensors uses settings this version of the pack does not know (future_step); it was written by a "
+        "newer version. Update the node pack."
+    )
