@@ -77,11 +77,7 @@ class ModelInfo:
                 + (f" -> {cfg.refine_steps} back-projection step(s) at rate {cfg.refine_rate}" if cfg.refine_steps else "")
                 + "".join(f" (x{sc}: {k} step(s) at rate {r})" for sc, k, r in cfg.refine_by_scale)
                 + " (frozen, stored in the file)"
-                + "".join(
-                    f"; x{sc} matched to the decoder where smooth ({k} steps, sigma {sg:g}"
-                    + (f", own lows below {lp:g} px kept)" if lp else ")")
-                    for sc, k, sg, lp in cfg.match_by_scale
-                )
+                + "".join(f"; x{sc} matched to the decoder where smooth ({k} steps, sigma {sg:g})" for sc, k, sg in cfg.match_by_scale)
             )
         else:
             shape = f"width {cfg.embed_dim}, depths {list(cfg.depths)}, window {cfg.window_size}"
@@ -298,6 +294,8 @@ def build_network(
         config_cls = ReencodeResidualConfig if arch == ReencodeResidual.ARCH else LUAConfig
         try:
             config_data = json.loads(meta["lua.config"])
+            if not isinstance(config_data, dict):
+                raise TypeError(f"lua.config is a JSON {type(config_data).__name__}, not an object")
             unknown = sorted(set(config_data) - set(config_cls.__dataclass_fields__))
         except (ValueError, TypeError, KeyError) as e:
             raise CheckpointError(f"{name}: its LUA metadata is damaged ({e}); re-export or re-convert the file") from e

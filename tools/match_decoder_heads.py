@@ -53,10 +53,9 @@ def training_photos(data: str, val_fraction: float, min_side: int, count: int) -
     return [large[i * len(large) // count] for i in range(count)]
 
 
-def parse_match_settings(text: str) -> list[tuple[int, float, float]]:
-    """'10:0.1,10:0.2:4' -> [(10, 0.1, 0.0), (10, 0.2, 4.0)] (steps:sigma[:lowpass])."""
-    parsed = [item.split(":") for item in text.split(",") if item]
-    return [(int(k), float(sg), float(lp[0]) if lp else 0.0) for k, sg, *lp in parsed]
+def parse_match_settings(text: str) -> list[tuple[int, float]]:
+    """'10:0.1,10:0.2' -> [(10, 0.1), (10, 0.2)]."""
+    return [(int(k), float(sg)) for k, sg in (item.split(":") for item in text.split(",") if item)]
 
 
 def main() -> None:
@@ -65,9 +64,7 @@ def main() -> None:
     p.add_argument("--model", required=True, help="a v2 .safetensors (e.g. the bundled file)")
     p.add_argument("--output", required=True, help="where the file with the chosen settings goes")
     p.add_argument("--report", default="", help="JSON with the scores and the choice (default: --output + .json)")
-    p.add_argument(
-        "--settings", default="10:0.05,10:0.1,10:0.2", help="decoder-matching settings to try, steps:sigma[:lowpass]"
-    )
+    p.add_argument("--settings", default="10:0.05,10:0.1,10:0.2", help="decoder-matching steps:sigma pairs to try")
     p.add_argument("--photos", type=int, default=8, help="native-resolution crops of training-split photos")
     p.add_argument("--min-photo-side", type=int, default=1024)
     p.add_argument("--flat-side", type=int, default=256, help="pixels per side of the flat-region check's images")
@@ -79,10 +76,7 @@ def main() -> None:
     if model.info.arch != "reencode_residual":
         raise SystemExit(f"{args.model}: {model.info.title()} has no tiny decoder to match (v2 files only)")
     heads = model.scales
-    tried = {
-        f"steps{k}_sigma{sg:g}" + (f"_lowpass{lp:g}" if lp else ""): (k, sg, lp)
-        for k, sg, lp in parse_match_settings(args.settings)
-    }
+    tried = {f"steps{k}_sigma{sg:g}": (k, sg) for k, sg in parse_match_settings(args.settings)}
     current = {s: model.config.match_for(s) for s in heads}
     models = {"current": model, **{n: with_decoder_match(model, dict.fromkeys(heads, ks)) for n, ks in tried.items()}}
     photos = training_photos(args.data, args.val_fraction, args.min_photo_side, args.photos)
@@ -101,7 +95,7 @@ def main() -> None:
     best, refused = best_per_head(model, models, ae, heads, per_scale, args.flat_side)
     chosen = with_decoder_match(model, {h: tried.get(best[f"x{h}"], current[h]) for h in heads})
     prov = dict(chosen.info.provenance)
-    prov.update(decoder_match_by_head={f"x{m[0]}": list(m[1:]) for m in chosen.config.match_by_scale})
+    prov.update(decoder_match_by_head={f"x{s}": [k, sg] for s, k, sg in chosen.config.match_by_scale})
     prov.update(decoder_match_why=WHY)
     chosen.info.provenance = prov
     chosen.save(args.output)

@@ -51,8 +51,6 @@
 #   MATCH=1 bash tools/train_v2_models.sh runs/match flux1 flux2     (how the 2026-12-05 FLUX.1 file was made;
 #   FLUX.2 scored lower with matching and kept its file), then for SDXL, shorter:
 #   MATCH=1 PHOTOS=4 LIMIT=4 MATCH_SETTINGS=10:0.1,10:0.2 bash tools/train_v2_models.sh runs/match sdxl
-#   FLUX.2 again with the lowpass target (steps:sigma:lowpass; report named by MATCH_TAG):
-#   MATCH=1 MATCH_TAG=lowpass MATCH_SETTINGS=10:0.05:4,10:0.1:4,10:0.2:4 bash tools/train_v2_models.sh runs/match2 flux2
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -109,7 +107,7 @@ if [ "${MATCH:-0}" = 1 ]; then  # no training: each head gets the decoder-matchi
   for fam in ${*:-flux1 flux2}; do
     $PY tools/match_decoder_heads.py --model "models/lua-$fam-small.safetensors" ${MATCH_SETTINGS:+--settings "$MATCH_SETTINGS"} \
         --photos "${PHOTOS:-6}" --limit "${LIMIT:-6}" \
-        --output "$RUNS/$fam-selected.safetensors" --report "bench/results/selection/$fam-decoder-match${MATCH_TAG:+-$MATCH_TAG}.json"
+        --output "$RUNS/$fam-selected.safetensors" --report "bench/results/selection/$fam-decoder-match.json"
     report_and_keep "$fam"
   done
   exit 0

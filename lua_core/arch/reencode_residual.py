@@ -17,12 +17,7 @@ Decoder matching (`match_by_scale`, per head, off by default) is a last, test-ti
 a fine grain into smooth areas (a dark bokeh crop: pixel bicubic 40.1 dB, D(E(HR)) 39.5, the prior 37.0), which
 no latent from the encoder avoids. So where the bicubic pixels are smooth (local luma std below `sigma`), the
 output latent takes a few Adam steps on ||D(q) - T||^2, T = the bicubic pixels there and D(prior + residual)
-elsewhere; textured areas keep what the residual added. taef2 paints no such grain: there D(prior + residual)
-already sits within ~44 dB of the bicubic pixels on a smooth photo and beats them against the original (its low
-frequencies, the colour the residual learnt, are better), and Adam's fixed first step overshoots from such a close
-start (38.4 -> 34.6 dB). So a head may set `lowpass` > 0: T keeps the output's own low frequencies (a Gaussian of
-that sigma in output pixels) and takes only the bicubic highs, and the best iterate by the loss is returned
-(never worse against T than where it started).
+elsewhere; textured areas keep what the residual added.
 
 Everything inside works on the family's scaled, unpacked latent (what the tiny autoencoder reads);
 `forward` takes and returns the raw latent as ComfyUI holds it (FLUX.2: 128 packed channels).
@@ -65,16 +60,15 @@ class ReencodeResidualConfig:
     # (scale, steps, rate) for heads whose prior refines differently: a head whose residual is switched off can
     # take the setting best for the prior alone without changing what the other heads were trained on
     refine_by_scale: tuple[tuple[int, int, float], ...] = ()
-    # (scale, steps, sigma, lowpass) for heads whose output is matched to the decoder in smooth areas (see the
-    # docstring); files written before `lowpass` existed hold 3-tuples, read as lowpass 0
-    match_by_scale: tuple[tuple[int, int, float, float], ...] = ()
+    # (scale, steps, sigma) for heads whose output is matched to the decoder in smooth areas (see the docstring)
+    match_by_scale: tuple[tuple[int, int, float], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("scales", "pooled_encoder", "pooled_decoder"):
             object.__setattr__(self, name, tuple(sorted(int(v) for v in getattr(self, name))))
         by_scale = tuple(sorted((int(s), int(k), float(r)) for s, k, r in self.refine_by_scale))
         object.__setattr__(self, "refine_by_scale", by_scale)
-        matches = tuple(sorted((int(s), int(k), float(sg), float(lp)) for s, k, sg, lp, *_ in map(_with_lowpass, self.match_by_scale)))
+        matches = tuple(sorted((int(s), int(k), float(sg)) for s, k, sg in self.match_by_scale))
         object.__setattr__(self, "match_by_scale", matches)
         problems = []
         if self.channels % (self.patch * self.patch):
@@ -93,12 +87,11 @@ class ReencodeResidualConfig:
             {s for s, _, _ in self.refine_by_scale}
         ) < len(self.refine_by_scale):
             problems.append(f"refine_by_scale {self.refine_by_scale}: one entry at most per head of {self.scales}")
-        if any(s not in self.scales or k < 1 or sg <= 0 or lp < 0 for s, k, sg, lp in matches) or len(
-            {m[0] for m in matches}
-        ) < len(matches):
+        if any(s not in self.scales or k < 1 or sg <= 0 for s, k, sg in matches) or len({s for s, _, _ in matches}) < len(
+            matches
+        ):
             problems.append(
-                f"match_by_scale {matches}: one (scale, steps >= 1, sigma > 0, lowpass >= 0) at most per head of "
-                f"{self.scales}"
+                f"match_by_scale {matches}: one (scale, steps >= 1, sigma > 0) at most per head of {self.scales}"
             )
         if self.width < 8 or self.blocks < 1:
             problems.append(f"width {self.width} / blocks {self.blocks} too small")
@@ -112,9 +105,9 @@ class ReencodeResidualConfig:
                 return steps, rate
         return self.refine_steps, self.refine_rate
 
-    def match_for(self, scale: int) -> tuple[int, float, float]:
-        """(decoder-matching steps, smoothness sigma, lowpass sigma) of head `scale`; (0, 0.0, 0.0) when off."""
-        return next((tuple(m[1:]) for m in self.match_by_scale if m[0] == scale), (0, 0.0, 0.0))
+    def match_for(self, scale: int) -> tuple[int, float]:
+        """(decoder-matching steps, smoothness sigma) of head `scale`; (0, 0.0) when off."""
+        return next(((k, sg) for s, k, sg in self.match_by_scale if s == scale), (0, 0.0))
 
     @property
     def vae_channels(self) -> int:
@@ -134,11 +127,6 @@ class ReencodeResidualConfig:
         return cls(**data)
 
 
-def _with_lowpass(entry: tuple) -> tuple:
-    """A match_by_scale entry with its lowpass sigma (0 for the 3-tuples of files written before it existed)."""
-    return (*entry, 0.0) if len(entry) == 3 else tuple(entry)
-
-
 class ResBlock(nn.Module):
     """conv-ReLU-conv with an identity skip (EDSR style, no normalisation)."""
 
@@ -154,17 +142,6 @@ class ResBlock(nn.Module):
 def resize_pixels(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The pixel route's resize: antialiased bicubic to `size`, clamped to [0, 1]."""
     return F.interpolate(pixels, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur (radius 3 sigma, edges replicated), channel by channel."""
-    radius = max(1, round(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    g = torch.exp(-(t * t) / (2 * sigma * sigma))
-    g = (g / g.sum()).repeat(x.shape[1], 1)
-    x = F.pad(x, (radius,) * 4, mode="replicate")
-    x = F.conv2d(x, g[:, None, None, :], groups=x.shape[1])
-    return F.conv2d(x, g[:, None, :, None], groups=x.shape[1])
 
 
 def smooth_weight(pixels: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -207,15 +184,12 @@ class ReencodePrior(nn.Module):
             error = target - self.encoder(self.decode(target))
         return prior, error if with_error else None
 
-    def match(self, latent: torch.Tensor, up: torch.Tensor, steps: int, sigma: float, lowpass: float = 0.0) -> torch.Tensor:
-        """`latent` + mask * delta after `steps` Adam steps on ||D(.) - T||^2, T = `up` where it is smooth (with
-        `lowpass` > 0: up's highs on D(latent)'s lows, and the best of the steps + 1 iterates is kept) and
+    def match(self, latent: torch.Tensor, up: torch.Tensor, steps: int, sigma: float) -> torch.Tensor:
+        """`latent` + mask * delta after `steps` Adam steps on ||D(.) - T||^2, T = `up` where it is smooth and
         D(latent) elsewhere; the mask (smooth share of each latent pixel's 8x8 block, spread one latent pixel)
         leaves the latent of textured areas exactly as it was (Adam would move them by its step size)."""
         weight = smooth_weight(up, sigma)
-        decoded = self.decode(latent)
-        smooth = up + gaussian_blur(decoded - up, lowpass) if lowpass else up
-        target = weight * smooth + (1 - weight) * decoded
+        target = weight * up + (1 - weight) * self.decode(latent)
         mask = F.max_pool2d(F.avg_pool2d(weight, PIXEL_FACTOR), 3, 1, 1)
         # ComfyUI runs nodes under inference mode; tensors made there (inputs, even weights loaded there) cannot
         # take part in autograd, so the steps work on clones made outside it
@@ -224,24 +198,13 @@ class ReencodePrior(nn.Module):
             start, target, mask = latent.float().clone(), target.float().clone(), mask.float().clone()
             delta = torch.zeros_like(start, requires_grad=True)
             opt = torch.optim.Adam([delta], lr=MATCH_LR)
-
-            def loss_of(d: torch.Tensor) -> torch.Tensor:
-                out = torch.func.functional_call(self.decoder, params, ((start + mask * d).to(latent.dtype),))
-                # a sum, not a mean: Adam ignores the scale, and a tile's steps then equal the whole image's
-                return (out.float() - target).square().sum()
-
-            best, best_loss = delta.detach().clone(), float("inf")
             for _ in range(steps):
-                loss = loss_of(delta)
-                if lowpass and loss.item() < best_loss:
-                    best, best_loss = delta.detach().clone(), loss.item()
+                decoded = torch.func.functional_call(self.decoder, params, ((start + mask * delta).to(latent.dtype),))
+                # a sum, not a mean: Adam ignores the scale, and a tile's steps then equal the whole image's
+                loss = (decoded.float() - target).square().sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-            if lowpass:
-                with torch.no_grad():
-                    if loss_of(delta).item() >= best_loss:
-                        delta = best
             return (start + mask * delta.detach()).to(latent.dtype)
 
 
@@ -295,9 +258,8 @@ class ReencodeResidual(nn.Module):
         convs, each decoder-matching step its decoder's, after one decode for the target)."""
         convs = sum(isinstance(m, nn.Conv2d) for m in self.prior.modules())
         decoder_convs = sum(isinstance(m, nn.Conv2d) for m in self.prior.decoder.modules())
-        steps, _, lowpass = self.config.match_for(scale)
-        matching = steps + 1 + (1 if lowpass else 0) if steps else 0  # target decode, steps, (the last iterate's loss)
-        return convs * (1 + self.round_trips(scale)) + len(self.trunk) + decoder_convs * matching
+        steps = self.config.match_for(scale)[0]
+        return convs * (1 + self.round_trips(scale)) + len(self.trunk) + decoder_convs * (steps + 1 if steps else 0)
 
     def max_auto_tile(self, device_type: str) -> int | None:
         """Largest automatic tile: on a CPU one prior conv at 64-pixel tiles (x2: 1024 px out) takes ~2 s, so
@@ -360,8 +322,8 @@ class ReencodeResidual(nn.Module):
         size = (h * scale * PIXEL_FACTOR, w * scale * PIXEL_FACTOR)
         prior, error = self.prior(pixels, size, self.config.refine_for(scale), self.uses_error)
         out = prior + self.residual(zs, prior, pixels, scale, error)
-        steps, sigma, lowpass = self.config.match_for(scale)
-        return self.prior.match(out, resize_pixels(pixels, size), steps, sigma, lowpass) if steps else out
+        steps, sigma = self.config.match_for(scale)
+        return self.prior.match(out, resize_pixels(pixels, size), steps, sigma) if steps else out
 
     def forward(self, raw: torch.Tensor, scale: int) -> torch.Tensor:
         """Raw latent (as ComfyUI holds it) -> raw latent upscaled by head `scale`."""
