@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from .arch.reencode_residual import ReencodeResidual, ReencodeResidualConfig
 from .arch.swinir_multihead import FLUX_OFFICIAL_CONFIG, LUAConfig, SwinIRMultiHead, shift_window_mask
-from .errors import CheckpointError
+from .errors import CheckpointError, UnknownConfigKeys
 from .families import FAMILIES, LatentFamily, describe_channels, families_with_channels, get_family
 from .fileio import atomic_write, names_look_like_lua
 
@@ -291,24 +291,20 @@ def build_network(
                 f"{name}: metadata names network {arch!r}; this version of the pack knows {', '.join(ARCHS)}. "
                 "Update the node pack."
             )
-        config_cls = ReencodeResidualConfig if arch == ReencodeResidual.ARCH else LUAConfig
         try:
+            config_cls = ReencodeResidualConfig if arch == ReencodeResidual.ARCH else LUAConfig
             config_data = json.loads(meta["lua.config"])
             if not isinstance(config_data, dict):
                 raise TypeError(f"lua.config is a JSON {type(config_data).__name__}, not an object")
-            unknown = sorted(set(config_data) - set(config_cls.__dataclass_fields__))
-        except (ValueError, TypeError, KeyError) as e:
-            raise CheckpointError(f"{name}: its LUA metadata is damaged ({e}); re-export or re-convert the file") from e
-        if unknown:  # settings a later version of the pack added (e.g. a new inference step): not damage
-            raise CheckpointError(
-                f"{name} uses settings this version of the pack does not know ({', '.join(unknown)}); it was "
-                "written by a newer version. Update the node pack."
-            )
-        try:
             config = config_cls.from_dict(config_data)
             family = get_family(meta["lua.family"]) if meta.get("lua.family") else None
             provenance = json.loads(meta.get("lua.provenance", "{}"))
             prior = json.loads(meta["lua.prior"]) if arch == ReencodeResidual.ARCH else None
+        except UnknownConfigKeys as e:  # settings a later version of the pack added (a new inference step): not damage
+            raise CheckpointError(
+                f"{name} uses settings this version of the pack does not know ({', '.join(e.keys)}); it was "
+                "written by a newer version. Update the node pack."
+            ) from e
         except (ValueError, TypeError, KeyError) as e:
             raise CheckpointError(f"{name}: its LUA metadata is damaged ({e}); re-export or re-convert the file") from e
         info = ModelInfo(config, family, provenance, "safetensors", prior=prior)

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UnknownConfigKeys
 from .taesd import make_decoder, make_encoder
 
 INPUT_VARIANTS = ("latent+prior", "latent+prior+pixels", "latent+prior+pixels+error")
@@ -123,7 +124,8 @@ class ReencodeResidualConfig:
         """Build a config from a dict, refusing unknown keys."""
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
         if unknown:
-            raise ValueError(f"unknown LUA v2 config keys {unknown}; known keys are {sorted(cls.__dataclass_fields__)}")
+            known = sorted(cls.__dataclass_fields__)
+            raise UnknownConfigKeys(f"unknown LUA v2 config keys {unknown}; known keys are {known}", unknown)
         return cls(**data)
 
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UnknownConfigKeys
+
 MASK_VALUE = -100.0  # the official shift-mask value; not -inf, so a fully masked row stays finite
 
 
@@ -73,7 +75,7 @@ class LUAConfig:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown LUA config keys {unknown}; known keys are {sorted(known)}")
+            raise UnknownConfigKeys(f"unknown LUA config keys {unknown}; known keys are {sorted(known)}", unknown)
         return cls(**data)
 
 
