@@ -152,7 +152,7 @@ def main() -> None:
         "benchmark": "cost",
         "date": time.strftime("%Y-%m-%d"),
         "torch": torch.__version__,
-        "command": f"bench/cost.py --device {args.device}",
+        "command": f"bench/cost.py --device {args.device} --repeats {args.repeats}",
         **measure(device, repeats=args.repeats),
     }
     out = Path(args.output or ROOT / "bench" / "results" / f"cost-{device.type}.json")

@@ -77,7 +77,10 @@ class ModelInfo:
                 + (f" -> {cfg.refine_steps} back-projection step(s) at rate {cfg.refine_rate}" if cfg.refine_steps else "")
                 + "".join(f" (x{sc}: {k} step(s) at rate {r})" for sc, k, r in cfg.refine_by_scale)
                 + " (frozen, stored in the file)"
-                + "".join(f"; x{sc} matched to the decoder where smooth ({k} steps, sigma {sg:g})" for sc, k, sg in cfg.match_by_scale)
+                + "".join(
+                    f"; x{sc} matched to the decoder where smooth ({k} steps of {lr:g}, sigma {sg:g})"
+                    for sc, k, sg, lr in cfg.match_by_scale
+                )
             )
         else:
             shape = f"width {cfg.embed_dim}, depths {list(cfg.depths)}, window {cfg.window_size}"

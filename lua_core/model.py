@@ -132,13 +132,13 @@ def with_prior_refinement(model: LUAModel, by_scale: dict[int, tuple[int, float]
     return _with_config(model, replace(cfg, refine_by_scale=tuple((s, *kr) for s, kr in merged.items() if kr != default)))
 
 
-def with_decoder_match(model: LUAModel, by_scale: dict[int, tuple[int, float]]) -> LUAModel:
+def with_decoder_match(model: LUAModel, by_scale: dict[int, tuple[int, float, float]]) -> LUAModel:
     """A copy of a v2 model whose heads match their output to the decoder in smooth areas as {scale: (steps,
-    sigma)} says (arch/reencode_residual.py; steps 0 switches a head's matching off; weights are kept)."""
+    sigma, Adam step)} says (arch/reencode_residual.py; steps 0 switches a head's matching off; weights are kept)."""
     cfg = model.config
     if not isinstance(cfg, ReencodeResidualConfig):
         raise ValueError(f"{model.info.title()} has no tiny decoder to match")
-    merged = {s: (k, sg) for s, k, sg in cfg.match_by_scale} | by_scale
+    merged = {s: tuple(rest) for s, *rest in cfg.match_by_scale} | by_scale
     return _with_config(model, replace(cfg, match_by_scale=tuple((s, *ks) for s, ks in merged.items() if ks[0])))
 
 

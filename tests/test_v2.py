@@ -12,7 +12,7 @@ from conftest import SHARED, VAE_APPROX
 from safetensors import safe_open
 
 from lua_core import get_family, load_model, upscale_latent
-from lua_core.arch.reencode_residual import smooth_weight
+from lua_core.arch.reencode_residual import MATCH_LR, ReencodeResidualConfig, smooth_weight
 from lua_core.checkpoint import identify_foreign, read_state_dict
 from lua_core.engine import plan_tiles
 from lua_core.errors import CheckpointError
@@ -198,7 +198,7 @@ def test_decoder_matching_pulls_smooth_areas_to_the_bicubic_pixels_and_leaves_te
     """match_by_scale: where the bicubic pixels are flat, the output latent is stepped until the tiny decoder
     gives them back (the decoder's grain goes); textured areas keep what prior + residual decode to."""
     base = randomised_residual(new_v2_model(get_family("sd1"), width=8, blocks=1, vae_approx=VAE_APPROX), std=0.05)
-    matched = with_decoder_match(base, {2: (10, 0.1)})
+    matched = with_decoder_match(base, {2: (10, 0.1, 0.05)})
     ae = load_tiny_autoencoder("sd1", [VAE_APPROX])
     z = ae.encode(smooth_image(64, seed=5))
     with torch.no_grad():
@@ -221,12 +221,31 @@ def test_decoder_matching_pulls_smooth_areas_to_the_bicubic_pixels_and_leaves_te
     with torch.inference_mode():  # as in ComfyUI: loaded and run under inference mode, autograd inside still works
         loaded = load_model(tmp_path / "matched.safetensors")
         out = upscale_latent(loaded, z, 2)
-    assert loaded.config.match_by_scale == ((2, 10, 0.1),)
-    assert "x2 matched to the decoder where smooth (10 steps, sigma 0.1)" in loaded.info.describe()
+    assert loaded.config.match_by_scale == ((2, 10, 0.1, 0.05),)
+    assert "x2 matched to the decoder where smooth (10 steps of 0.05, sigma 0.1)" in loaded.info.describe()
     assert torch.allclose(out, upscale_latent(matched, z, 2), atol=1e-5)
-    assert with_decoder_match(loaded, {2: (0, 0.0)}).config.match_by_scale == ()  # steps 0: off again
-    with pytest.raises(ValueError, match="one \\(scale, steps >= 1, sigma > 0\\) at most per head"):
-        replace(base.config, match_by_scale=((8, 10, 0.1),))
+    assert with_decoder_match(loaded, {2: (0, 0.0, 0.0)}).config.match_by_scale == ()  # steps 0: off again
+    with pytest.raises(ValueError, match="one \\(scale, steps >= 1, sigma > 0, step > 0\\) at most per head"):
+        replace(base.config, match_by_scale=((8, 10, 0.1, 0.05),))
+    with pytest.raises(ValueError, match="is not \\[scale, steps, sigma, step\\]"):
+        replace(base.config, match_by_scale=((2, 10),))
+
+
+def test_decoder_matching_takes_its_step_from_the_file_and_older_entries_the_default():
+    """A [scale, steps, sigma] entry (files written before the step was stored) means a step of MATCH_LR; a
+    smaller step moves the latent less."""
+    base = randomised_residual(new_v2_model(get_family("sd1"), width=8, blocks=1, vae_approx=VAE_APPROX), std=0.05)
+    stored = {**json.loads(base.config.to_json()), "match_by_scale": [[2, 3, 0.1]]}  # as an older file holds it
+    default = with_decoder_match(base, {2: (3, 0.1, MATCH_LR)})
+    assert ReencodeResidualConfig.from_dict(stored) == default.config
+    assert default.config.match_by_scale == ((2, 3, 0.1, MATCH_LR),)
+    z = load_tiny_autoencoder("sd1", [VAE_APPROX]).encode(smooth_image(32, seed=7))
+    with torch.no_grad():
+        plain, big, small = (
+            base.net.to_scaled(upscale_latent(m, z, 2))
+            for m in (base, default, with_decoder_match(base, {2: (3, 0.1, MATCH_LR / 10)}))
+        )
+    assert 0 < (small - plain).abs().max() < (big - plain).abs().max()
 
 
 def test_decoder_matching_tiles_alike_and_counts_its_progress():
@@ -499,18 +518,18 @@ def test_match_decoder_heads_scores_photos_and_renders_and_writes_the_best_setti
     model.save(tmp_path / "in.safetensors")
     out, report = tmp_path / "out.safetensors", tmp_path / "report.json"
     args = ["--model", str(tmp_path / "in.safetensors"), "--output", str(out), "--report", str(report), "--photos", "1",
-            "--limit", "1", "--max-side", "64", "--settings", "3:0.1", "--flat-side", "32"]
+            "--limit", "1", "--max-side", "64", "--settings", "3:0.1:0.02", "--flat-side", "32"]
     subprocess.run([sys.executable, str(ROOT / "tools" / "match_decoder_heads.py"), *args], check=True)
     rep = json.loads(report.read_text())
     assert len(rep["photos_training_split"]) == len(rep["held_out_renders"]) == 1
     for sc in ("x2", "x4"):
         by_set = [rep["psnr_by_set"][k][sc] for k in ("photos", "held_out")]
-        assert rep["psnr"][sc] == {m: round((by_set[0][m] + by_set[1][m]) / 2, 4) for m in ("current", "steps3_sigma0.1")}
+        assert rep["psnr"][sc] == {m: round((by_set[0][m] + by_set[1][m]) / 2, 4) for m in ("current", "steps3_sigma0.1_lr0.02")}
         assert rep["chosen"][sc] == max(rep["psnr"][sc], key=rep["psnr"][sc].get)
     chosen = load_model(out)
-    expected = tuple((int(sc[1:]), 3, 0.1) for sc in ("x2", "x4") if rep["chosen"][sc] != "current")
+    expected = tuple((int(sc[1:]), 3, 0.1, 0.02) for sc in ("x2", "x4") if rep["chosen"][sc] != "current")
     assert chosen.config.match_by_scale == expected
-    assert chosen.info.provenance["decoder_match_by_head"] == {f"x{s}": [k, sg] for s, k, sg in expected}
+    assert chosen.info.provenance["decoder_match_by_head"] == {f"x{s}": [k, sg, lr] for s, k, sg, lr in expected}
 
 
 def test_refine_prior_heads_passes_over_a_setting_that_paints_colour_patches():

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from refine_prior_heads import best_per_head  # noqa: E402
 from select_v2_heads import add_selection_image_args, scores, selection_images  # noqa: E402
 
+from lua_core.arch.reencode_residual import MATCH_LR  # noqa: E402
 from lua_core.data_split import is_validation, scan_images  # noqa: E402
 from lua_core.model import load_model, with_decoder_match  # noqa: E402
 from lua_core.tiny_ae import load_tiny_autoencoder  # noqa: E402
@@ -53,9 +54,10 @@ def training_photos(data: str, val_fraction: float, min_side: int, count: int) -
     return [large[i * len(large) // count] for i in range(count)]
 
 
-def parse_match_settings(text: str) -> list[tuple[int, float]]:
-    """'10:0.1,10:0.2' -> [(10, 0.1), (10, 0.2)]."""
-    return [(int(k), float(sg)) for k, sg in (item.split(":") for item in text.split(",") if item)]
+def parse_match_settings(text: str) -> list[tuple[int, float, float]]:
+    """'10:0.1,10:0.2:0.01' -> [(10, 0.1, MATCH_LR), (10, 0.2, 0.01)] (steps:sigma[:Adam step])."""
+    parts = [item.split(":") for item in text.split(",") if item]
+    return [(int(p[0]), float(p[1]), float(p[2]) if len(p) > 2 else MATCH_LR) for p in parts]
 
 
 def main() -> None:
@@ -64,7 +66,9 @@ def main() -> None:
     p.add_argument("--model", required=True, help="a v2 .safetensors (e.g. the bundled file)")
     p.add_argument("--output", required=True, help="where the file with the chosen settings goes")
     p.add_argument("--report", default="", help="JSON with the scores and the choice (default: --output + .json)")
-    p.add_argument("--settings", default="10:0.05,10:0.1,10:0.2", help="decoder-matching steps:sigma pairs to try")
+    p.add_argument(
+        "--settings", default="10:0.05,10:0.1,10:0.2", help="decoder-matching steps:sigma[:Adam step] settings to try"
+    )
     p.add_argument("--photos", type=int, default=8, help="native-resolution crops of training-split photos")
     p.add_argument("--min-photo-side", type=int, default=1024)
     p.add_argument("--flat-side", type=int, default=256, help="pixels per side of the flat-region check's images")
@@ -76,7 +80,7 @@ def main() -> None:
     if model.info.arch != "reencode_residual":
         raise SystemExit(f"{args.model}: {model.info.title()} has no tiny decoder to match (v2 files only)")
     heads = model.scales
-    tried = {f"steps{k}_sigma{sg:g}": (k, sg) for k, sg in parse_match_settings(args.settings)}
+    tried = {f"steps{k}_sigma{sg:g}_lr{lr:g}": (k, sg, lr) for k, sg, lr in parse_match_settings(args.settings)}
     current = {s: model.config.match_for(s) for s in heads}
     models = {"current": model, **{n: with_decoder_match(model, dict.fromkeys(heads, ks)) for n, ks in tried.items()}}
     photos = training_photos(args.data, args.val_fraction, args.min_photo_side, args.photos)
@@ -95,7 +99,7 @@ def main() -> None:
     best, refused = best_per_head(model, models, ae, heads, per_scale, args.flat_side)
     chosen = with_decoder_match(model, {h: tried.get(best[f"x{h}"], current[h]) for h in heads})
     prov = dict(chosen.info.provenance)
-    prov.update(decoder_match_by_head={f"x{s}": [k, sg] for s, k, sg in chosen.config.match_by_scale})
+    prov.update(decoder_match_by_head={f"x{s}": list(rest) for s, *rest in chosen.config.match_by_scale})
     prov.update(decoder_match_why=WHY)
     chosen.info.provenance = prov
     chosen.save(args.output)

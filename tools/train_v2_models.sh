@@ -51,6 +51,9 @@
 #   MATCH=1 bash tools/train_v2_models.sh runs/match flux1 flux2     (how the 2026-12-05 FLUX.1 file was made;
 #   FLUX.2 scored lower with matching and kept its file), then for SDXL, shorter:
 #   MATCH=1 PHOTOS=4 LIMIT=4 MATCH_SETTINGS=10:0.1,10:0.2 bash tools/train_v2_models.sh runs/match sdxl
+#   (those settings ran at the then fixed Adam step 0.05). Once the step was a setting (steps:sigma:step), the
+#   2026-12-05 FLUX.2 file (x2 step 0.01, x4 0.02) was made by:
+#   MATCH=1 MATCH_SETTINGS=10:0.2:0.01,10:0.2:0.02,5:0.2:0.02 bash tools/train_v2_models.sh runs/match3 flux2
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
 set -euo pipefail
 cd "$(dirname "$0")/.."

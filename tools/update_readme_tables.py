@@ -258,7 +258,12 @@ def bundled_cost_rows() -> list[str]:
 
 
 def models_section() -> str:
+    import sys
+
     from safetensors import safe_open
+
+    sys.path.insert(0, str(ROOT))
+    from lua_core.arch.reencode_residual import MATCH_LR  # the step of files that stored none
 
     rows = ["| file | family | scales | parameters | size | trained |", "|---|---|---|---|---|---|"]
     for path in sorted((ROOT / "models").glob("*.safetensors")):
@@ -280,8 +285,8 @@ def models_section() -> str:
                     for sc, (k, r) in prov.get("prior_refinement_by_head", {}).items()
                 )
                 + "".join(
-                    f"; {sc} matched to the decoder where smooth ({k} steps, sigma {sg:g})"
-                    for sc, (k, sg) in prov.get("decoder_match_by_head", {}).items()
+                    f"; {sc} matched to the decoder where smooth ({k} steps of {(*rest, MATCH_LR)[0]:g}, sigma {sg:g})"
+                    for sc, (k, sg, *rest) in prov.get("decoder_match_by_head", {}).items()
                 )
                 + " |"
             )

@@ -17,7 +17,10 @@ Decoder matching (`match_by_scale`, per head, off by default) is a last, test-ti
 a fine grain into smooth areas (a dark bokeh crop: pixel bicubic 40.1 dB, D(E(HR)) 39.5, the prior 37.0), which
 no latent from the encoder avoids. So where the bicubic pixels are smooth (local luma std below `sigma`), the
 output latent takes a few Adam steps on ||D(q) - T||^2, T = the bicubic pixels there and D(prior + residual)
-elsewhere; textured areas keep what the residual added.
+elsewhere; textured areas keep what the residual added. Adam's first steps move every latent value by about the
+step size whatever its gradient, so the step is chosen per head: taef2 overshoots at 0.05 where taesdxl and taef1
+do not (ad-hoc, FLUX.2 x2, a smooth photo: 38.4 dB unmatched, 34.5 at step 0.05, 37.9 at 0.01; the photos
+and renders tools/match_decoder_heads.py scores gained 0.18 dB at 0.01).
 
 Everything inside works on the family's scaled, unpacked latent (what the tiny autoencoder reads);
 `forward` takes and returns the raw latent as ComfyUI holds it (FLUX.2: 128 packed channels).
@@ -38,7 +41,9 @@ from .taesd import make_decoder, make_encoder
 INPUT_VARIANTS = ("latent+prior", "latent+prior+pixels", "latent+prior+pixels+error")
 PIXEL_FACTOR = 8  # the tiny autoencoders' spatial factor (image pixels per unpacked latent pixel)
 MATCH_WINDOW = 17  # output pixels per side of the window whose luma std says "smooth"
-MATCH_LR = 0.05  # Adam step on the scaled latent (10 steps took a bokeh crop from 37.0 to 39.5 dB, FLUX.1 x4)
+# Adam step on the scaled latent when a file names none (files of 2026-12-05 stored [scale, steps, sigma]; 10 steps
+# took a bokeh crop from 37.0 to 39.5 dB, FLUX.1 x4)
+MATCH_LR = 0.05
 
 
 @dataclass(frozen=True)
@@ -61,15 +66,16 @@ class ReencodeResidualConfig:
     # (scale, steps, rate) for heads whose prior refines differently: a head whose residual is switched off can
     # take the setting best for the prior alone without changing what the other heads were trained on
     refine_by_scale: tuple[tuple[int, int, float], ...] = ()
-    # (scale, steps, sigma) for heads whose output is matched to the decoder in smooth areas (see the docstring)
-    match_by_scale: tuple[tuple[int, int, float], ...] = ()
+    # (scale, steps, sigma, Adam step) for heads whose output is matched to the decoder in smooth areas (see the
+    # docstring); an entry without the step takes MATCH_LR
+    match_by_scale: tuple[tuple[int, int, float, float], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("scales", "pooled_encoder", "pooled_decoder"):
             object.__setattr__(self, name, tuple(sorted(int(v) for v in getattr(self, name))))
         by_scale = tuple(sorted((int(s), int(k), float(r)) for s, k, r in self.refine_by_scale))
         object.__setattr__(self, "refine_by_scale", by_scale)
-        matches = tuple(sorted((int(s), int(k), float(sg)) for s, k, sg in self.match_by_scale))
+        matches = tuple(sorted(map(_match_entry, self.match_by_scale)))
         object.__setattr__(self, "match_by_scale", matches)
         problems = []
         if self.channels % (self.patch * self.patch):
@@ -88,11 +94,12 @@ class ReencodeResidualConfig:
             {s for s, _, _ in self.refine_by_scale}
         ) < len(self.refine_by_scale):
             problems.append(f"refine_by_scale {self.refine_by_scale}: one entry at most per head of {self.scales}")
-        if any(s not in self.scales or k < 1 or sg <= 0 for s, k, sg in matches) or len({s for s, _, _ in matches}) < len(
-            matches
-        ):
+        if any(s not in self.scales or k < 1 or sg <= 0 or lr <= 0 for s, k, sg, lr in matches) or len(
+            {m[0] for m in matches}
+        ) < len(matches):
             problems.append(
-                f"match_by_scale {matches}: one (scale, steps >= 1, sigma > 0) at most per head of {self.scales}"
+                f"match_by_scale {matches}: one (scale, steps >= 1, sigma > 0, step > 0) at most per head of "
+                f"{self.scales}"
             )
         if self.width < 8 or self.blocks < 1:
             problems.append(f"width {self.width} / blocks {self.blocks} too small")
@@ -106,9 +113,9 @@ class ReencodeResidualConfig:
                 return steps, rate
         return self.refine_steps, self.refine_rate
 
-    def match_for(self, scale: int) -> tuple[int, float]:
-        """(decoder-matching steps, smoothness sigma) of head `scale`; (0, 0.0) when off."""
-        return next(((k, sg) for s, k, sg in self.match_by_scale if s == scale), (0, 0.0))
+    def match_for(self, scale: int) -> tuple[int, float, float]:
+        """(decoder-matching steps, smoothness sigma, Adam step) of head `scale`; (0, 0.0, 0.0) when off."""
+        return next(((k, sg, lr) for s, k, sg, lr in self.match_by_scale if s == scale), (0, 0.0, 0.0))
 
     @property
     def vae_channels(self) -> int:
@@ -127,6 +134,15 @@ class ReencodeResidualConfig:
             known = sorted(cls.__dataclass_fields__)
             raise UnknownConfigKeys(f"unknown LUA v2 config keys {unknown}; known keys are {known}", unknown)
         return cls(**data)
+
+
+def _match_entry(entry: tuple | list) -> tuple[int, int, float, float]:
+    """A match_by_scale entry as (scale, steps, sigma, Adam step); entries written before the step was stored
+    (three values) take MATCH_LR."""
+    if len(entry) not in (3, 4):
+        raise ValueError(f"invalid LUA v2 config: match_by_scale entry {list(entry)} is not [scale, steps, sigma, step]")
+    s, k, sg, lr = (*entry, MATCH_LR) if len(entry) == 3 else entry
+    return int(s), int(k), float(sg), float(lr)
 
 
 class ResBlock(nn.Module):
@@ -186,8 +202,8 @@ class ReencodePrior(nn.Module):
             error = target - self.encoder(self.decode(target))
         return prior, error if with_error else None
 
-    def match(self, latent: torch.Tensor, up: torch.Tensor, steps: int, sigma: float) -> torch.Tensor:
-        """`latent` + mask * delta after `steps` Adam steps on ||D(.) - T||^2, T = `up` where it is smooth and
+    def match(self, latent: torch.Tensor, up: torch.Tensor, steps: int, sigma: float, lr: float) -> torch.Tensor:
+        """`latent` + mask * delta after `steps` Adam steps of size `lr` on ||D(.) - T||^2, T = `up` where it is smooth and
         D(latent) elsewhere; the mask (smooth share of each latent pixel's 8x8 block, spread one latent pixel)
         leaves the latent of textured areas exactly as it was (Adam would move them by its step size)."""
         weight = smooth_weight(up, sigma)
@@ -199,7 +215,7 @@ class ReencodePrior(nn.Module):
             params = {k: v.clone() for k, v in self.decoder.named_parameters()}
             start, target, mask = latent.float().clone(), target.float().clone(), mask.float().clone()
             delta = torch.zeros_like(start, requires_grad=True)
-            opt = torch.optim.Adam([delta], lr=MATCH_LR)
+            opt = torch.optim.Adam([delta], lr=lr)
             for _ in range(steps):
                 decoded = torch.func.functional_call(self.decoder, params, ((start + mask * delta).to(latent.dtype),))
                 # a sum, not a mean: Adam ignores the scale, and a tile's steps then equal the whole image's
@@ -324,8 +340,8 @@ class ReencodeResidual(nn.Module):
         size = (h * scale * PIXEL_FACTOR, w * scale * PIXEL_FACTOR)
         prior, error = self.prior(pixels, size, self.config.refine_for(scale), self.uses_error)
         out = prior + self.residual(zs, prior, pixels, scale, error)
-        steps, sigma = self.config.match_for(scale)
-        return self.prior.match(out, resize_pixels(pixels, size), steps, sigma) if steps else out
+        steps, sigma, lr = self.config.match_for(scale)
+        return self.prior.match(out, resize_pixels(pixels, size), steps, sigma, lr) if steps else out
 
     def forward(self, raw: torch.Tensor, scale: int) -> torch.Tensor:
         """Raw latent (as ComfyUI holds it) -> raw latent upscaled by head `scale`."""
