@@ -263,7 +263,7 @@ def models_section() -> str:
     from safetensors import safe_open
 
     sys.path.insert(0, str(ROOT))
-    from lua_core.arch.reencode_residual import MATCH_LR  # the step of files that stored none
+    from lua_core.arch.reencode_residual import ReencodeResidualConfig
 
     rows = ["| file | family | scales | parameters | size | trained |", "|---|---|---|---|---|---|"]
     for path in sorted((ROOT / "models").glob("*.safetensors")):
@@ -274,6 +274,8 @@ def models_section() -> str:
         prov = json.loads(meta.get("lua.provenance", "{}"))
         if meta.get("lua.arch") == "reencode_residual":
             prior = json.loads(meta["lua.prior"])
+            # the file's config is what runs (the config class fills in what older files did not store)
+            config = ReencodeResidualConfig.from_dict(json.loads(meta["lua.config"]))
             rows.append(
                 f"| `{path.name}` | {meta.get('lua.family')} | {', '.join('x' + str(s) for s in json.loads(meta['lua.scales']))} | "
                 f"{n / 1e6:.2f} M ({prior['autoencoder']} prior included) | {path.stat().st_size / 1e6:.1f} MB | "
@@ -285,8 +287,8 @@ def models_section() -> str:
                     for sc, (k, r) in prov.get("prior_refinement_by_head", {}).items()
                 )
                 + "".join(
-                    f"; {sc} matched to the decoder where smooth ({k} steps of {(*rest, MATCH_LR)[0]:g}, sigma {sg:g})"
-                    for sc, (k, sg, *rest) in prov.get("decoder_match_by_head", {}).items()
+                    f"; x{sc} matched to the decoder where smooth ({k} steps of {lr:g}, sigma {sg:g})"
+                    for sc, k, sg, lr in config.match_by_scale
                 )
                 + " |"
             )
