@@ -54,6 +54,9 @@
 #   (those settings ran at the then fixed Adam step 0.05). Once the step was a setting (steps:sigma:step), the
 #   2026-12-05 FLUX.2 file (x2 step 0.01, x4 0.02) was made by:
 #   MATCH=1 MATCH_SETTINGS=10:0.2:0.01,10:0.2:0.02,5:0.2:0.02 bash tools/train_v2_models.sh runs/match3 flux2
+#   (record: bench/results/selection/flux2-decoder-match-round1.json), and a second round over that file moved x4 to
+#   15 steps of 0.01 (x2 kept its setting):
+#   MATCH=1 MATCH_SETTINGS=15:0.2:0.01,10:0.2:0.005,15:0.2:0.02 bash tools/train_v2_models.sh runs/match4 flux2
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
