@@ -57,6 +57,8 @@
 #   (record: bench/results/selection/flux2-decoder-match-round1.json), and a second round over that file moved x4 to
 #   15 steps of 0.01 (x2 kept its setting):
 #   MATCH=1 MATCH_SETTINGS=15:0.2:0.01,10:0.2:0.005,15:0.2:0.02 bash tools/train_v2_models.sh runs/match4 flux2
+#   SD3 tried it and kept its file (both settings scored lower at both scales; the report step was not run):
+#   MATCH=1 MATCH_SETTINGS=10:0.2:0.05,10:0.2:0.02 bash tools/train_v2_models.sh runs/match5 sd3
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
