@@ -288,6 +288,46 @@ def test_training_warm_starts_from_a_shipped_residual(tmp_path):
         ResidualTrainer(ResidualTrainConfig(**{**cfg.__dict__, "width": 16}), say=lambda _: None)
 
 
+def test_training_one_head_leaves_the_trunk_and_the_other_heads_exactly_as_the_shipped_file(tmp_path):
+    """--train-heads 2 over a shipped file whose x2 residual is off: only x2's stem and head learn, so the exported x4
+    head computes bit for bit what the shipped one does, and the record keeps what stays true of x4 and the prior."""
+    from conftest import TRAIN_IMAGES
+
+    from lua_core.train.residual import ResidualTrainConfig, ResidualTrainer
+
+    shipped = randomised_residual(new_v2_model(get_family("sd1"), width=8, blocks=1, vae_approx=VAE_APPROX))
+    torch.nn.init.zeros_(shipped.net.heads["x2"].weight)  # x2 ships as the prior alone
+    shipped.info.provenance = {
+        "residual_disabled": ["x2"], "residual_disabled_why": "off", "residual_gain": {"x4": 0.25},
+        "residual_gain_why": "best", "decoder_match_by_head": {"x4": [10, 0.2, 0.05]}, "decoder_match_why": "m",
+        "prior_refinement_by_head": {"x2": [2, 0.7]}, "prior_refinement_why": "alone",
+    }
+    shipped.save(tmp_path / "shipped.safetensors")
+    cfg = ResidualTrainConfig(
+        family="sd1", data=(str(TRAIN_IMAGES),), run_dir=str(tmp_path / "run"), width=8, blocks=1,
+        images_per_folder=1, synthetic_tiles=0, tile=128, crop=64, steps=4, lr=1e-2, train_heads=(2,),
+        prior_from=str(tmp_path / "shipped.safetensors"), init_from=str(tmp_path / "shipped.safetensors"),
+    )
+    trainer = ResidualTrainer(cfg, say=lambda _: None)
+    trainer.run()
+    assert [r["scale"] for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines())] == [2] * 4
+    trained = trainer.export(tmp_path / "trained.safetensors")
+    after = load_model(tmp_path / "trained.safetensors")
+    changed = {k for k, v in shipped.net.state_dict().items() if not torch.equal(after.net.state_dict()[k], v)}
+    assert changed and all(k.startswith(("stems.x2.", "heads.x2.")) for k in changed), changed
+    z = torch.randn(1, 4, 8, 8)
+    assert torch.equal(upscale_latent(after, z, 4), upscale_latent(shipped, z, 4))
+    assert not torch.equal(upscale_latent(after, z, 2), upscale_latent(shipped, z, 2))
+    prov = trained.info.provenance
+    assert prov["trained_heads"] == ["x2"] and prov["residual_gain"] == {"x4": 0.25} and "residual_disabled" not in prov
+    assert prov["decoder_match_by_head"] == {"x4": [10, 0.2, 0.05]} and prov["continued_from"]["file"] == "shipped.safetensors"
+    assert prov["prior_refinement_why"] == "alone; then x2 learned a residual over it (train-v2 --train-heads)"
+    with pytest.raises(ValueError, match=r"--train-heads \(8,\) must be among --scales \(2, 4\)"):
+        replace(cfg, train_heads=(8,))
+    with pytest.raises(ValueError, match="give --init-from FILE"):
+        replace(cfg, init_from="")
+
+
 @pytest.mark.parametrize("refine", [(0, 0.0), (1, 0.5)])
 def test_error_input_is_the_round_trip_error_of_the_prior_target(refine):
     """The "+error" variant feeds f with t - E(D(t)), t = E(bicubic(D(z))): written out with the public autoencoder."""

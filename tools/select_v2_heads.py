@@ -97,6 +97,10 @@ def main() -> None:
     p.add_argument("--report", default="", help="JSON with the scores and the choice (default: --output + .json)")
     add_selection_image_args(p)
     p.add_argument("--gains", default="0,0.25,0.5,0.75,1", help="residual gains to try per head (0 and 1 included)")
+    p.add_argument(
+        "--heads", default="", help="heads to choose a gain for, e.g. x2 (default: every head); the others ship as "
+        "the candidate has them, with its record of their gains (a file trained with --train-heads)"
+    )
     args = p.parse_args()
     gains = sorted({0.0, 1.0, *(float(g) for g in args.gains.split(","))})
 
@@ -105,24 +109,30 @@ def main() -> None:
         raise SystemExit(f"{args.candidate} is {candidate.info.title()}; only v2 files have heads to select")
     family = candidate.family.name
     current_path = Path(args.current or ROOT / "models" / f"lua-{family}-small.safetensors")
-    all_heads = [f"x{s}" for s in candidate.scales]
-    models = {f"gain{g:g}": with_head_gains(candidate, dict.fromkeys(all_heads, g)) for g in gains if g != 1}
+    heads = args.heads.split(",") if args.heads else [f"x{s}" for s in candidate.scales]
+    if not set(heads) <= {f"x{s}" for s in candidate.scales}:
+        raise SystemExit(f"--heads {args.heads}: {args.candidate} has heads {', '.join(f'x{s}' for s in candidate.scales)}")
+    models = {f"gain{g:g}": with_head_gains(candidate, dict.fromkeys(heads, g)) for g in gains if g != 1}
     models.update(candidate=candidate, current=load_model(current_path))
     models["prior"] = models.pop("gain0")
     images = selection_images(args)
     ae = load_tiny_autoencoder(candidate.family, [args.vae_approx])
     t0 = time.time()
-    per_scale = scores(models, ae, images, args.max_side)
+    per_scale = scores(models, ae, images, args.max_side, tuple(int(h[1:]) for h in heads))
     name_of = {g: "prior" if g == 0 else "candidate" if g == 1 else f"gain{g:g}" for g in gains}
     # the best gain per head; ties go to the smaller gain (the prior on a tie, as before)
     best = {sc: max(gains, key=lambda g, m=m: (m[name_of[g]], -g)) for sc, m in per_scale.items()}
-    disabled = [sc for sc, g in best.items() if g == 0]
     chosen = with_head_gains(candidate, {sc: g for sc, g in best.items() if g != 1})
-    prov = dict(chosen.info.provenance)
+    prov = dict(chosen.info.provenance)  # the record of heads not chosen here stays
+    disabled = sorted({*(h for h in prov.get("residual_disabled", []) if h not in best), *(h for h, g in best.items() if not g)})
+    gain_record = {h: g for h, g in prov.get("residual_gain", {}).items() if h not in best}
+    gain_record.update({sc: g for sc, g in best.items() if 0 < g < 1})
+    for key in ("residual_disabled", "residual_disabled_why", "residual_gain", "residual_gain_why"):
+        prov.pop(key, None)
     if disabled:
         prov.update(residual_disabled=disabled, residual_disabled_why=WHY)
-    if any(0 < g < 1 for g in best.values()):
-        prov.update(residual_gain={sc: g for sc, g in best.items() if 0 < g < 1}, residual_gain_why=GAIN_WHY)
+    if gain_record:
+        prov.update(residual_gain=gain_record, residual_gain_why=GAIN_WHY)
     chosen.info.provenance = prov
     chosen.save(args.output)
     shipped = {sc: per_scale[sc][name_of[g]] for sc, g in best.items()}

@@ -59,6 +59,14 @@
 #   MATCH=1 MATCH_SETTINGS=15:0.2:0.01,10:0.2:0.005,15:0.2:0.02 bash tools/train_v2_models.sh runs/match4 flux2
 #   SD3 tried it and kept its file (both settings scored lower at both scales; the report step was not run):
 #   MATCH=1 MATCH_SETTINGS=10:0.2:0.05,10:0.2:0.02 bash tools/train_v2_models.sh runs/match5 sd3
+# HEADS=1 (2026-12-06, CPU): per FAMILY:SCALE argument, that head (one shipped as the prior alone) learns a residual
+#   over the bundled file's trunk and its own prior: train-v2 --train-heads, so only its stem and last conv learn and
+#   every other head computes exactly what it did; IMAGES per folder (default 0: every training image), 256 px tiles, 96 px windows decoded with 8
+#   latent px of context, batch 4, lr 3e-4, MINUTES (default 40); then select_v2_heads.py chooses that head's gain
+#   alone (--heads) on held-out images 17-32, and the same report and keep-if-better steps:
+#   HEADS=1 bash tools/train_v2_models.sh runs/heads flux2:2     (how the 2026-12-06 FLUX.2 file was made: x2 +0.14 dB
+#   on the report, bench/results/selection/flux2-head-x2.json); SD3 x4 not run yet, e.g. with fewer images and minutes:
+#   IMAGES=150 MINUTES=20 HEADS=1 bash tools/train_v2_models.sh runs/heads sd3:4
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -116,6 +124,35 @@ if [ "${MATCH:-0}" = 1 ]; then  # no training: each head gets the decoder-matchi
     $PY tools/match_decoder_heads.py --model "models/lua-$fam-small.safetensors" ${MATCH_SETTINGS:+--settings "$MATCH_SETTINGS"} \
         --photos "${PHOTOS:-6}" --limit "${LIMIT:-6}" \
         --output "$RUNS/$fam-selected.safetensors" --report "bench/results/selection/$fam-decoder-match.json"
+    report_and_keep "$fam"
+  done
+  exit 0
+fi
+
+if [ "${HEADS:-0}" = 1 ]; then  # one head learns over the bundled trunk; the other heads stay exactly as shipped
+  mkdir -p "$RUNS"
+  [ -f "$RUNS/quality-before.json" ] || cp bench/results/quality.json "$RUNS/quality-before.json"
+  for arg in ${*:-flux2:2 sd3:4}; do
+    fam=${arg%:*} head=${arg#*:}
+    run="$RUNS/$fam"
+    shipped="models/lua-$fam-small.safetensors"
+    shape=$($PY -c "import sys; from lua_core import load_model; c = load_model(sys.argv[1]).config; print(c.width, c.blocks)" "$shipped")
+    resume=()
+    [ -f "$run/state.pt" ] && resume=(--resume)
+    $PY -m lua_core train-v2 --family "$fam" --data "${DATA[@]}" --prior-from "$shipped" --init-from "$shipped" \
+        --train-heads "$head" --inputs latent+prior+pixels --width "${shape% *}" --blocks "${shape#* }" --run-dir "$run" \
+        --images-per-folder "${IMAGES:-0}" --synthetic-tiles 16 --tile 256 --crop 96 --context 8 --decode-context 8 --batch 4 \
+        --lr 3e-4 --steps 0 --minutes "${MINUTES:-40}" --ema 0.995 --save-every 50 --amp off \
+        --export "$RUNS/$fam.safetensors" --note "x$head stem and head trained over the bundled file's trunk and x$head prior (CPU)" \
+        "${resume[@]}"
+    $PY tools/select_v2_heads.py --candidate "$RUNS/$fam.safetensors" --heads "x$head" \
+        --output "$RUNS/$fam-selected.safetensors" --report "bench/results/selection/$fam-head-x$head.json"
+    gain=$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['gain'][sys.argv[2]])" \
+        "bench/results/selection/$fam-head-x$head.json" "x$head")
+    if [ "$gain" = 0.0 ]; then  # the selected file would be the bundled one with a record of a residual it lacks
+      echo "$fam x$head: the trained residual scored below its prior at every gain; the bundled file stays"
+      continue
+    fi
     report_and_keep "$fam"
   done
   exit 0

@@ -279,7 +279,7 @@ def models_section() -> str:
             rows.append(
                 f"| `{path.name}` | {meta.get('lua.family')} | {', '.join('x' + str(s) for s in json.loads(meta['lua.scales']))} | "
                 f"{n / 1e6:.2f} M ({prior['autoencoder']} prior included) | {path.stat().st_size / 1e6:.1f} MB | "
-                f"v2: {training_runs(prov)} on {prov.get('hardware')}, from {' + '.join(prov.get('data', []))}"
+                f"v2: {training_runs(prov)}, from {' + '.join(prov.get('data', []))}"
                 + (f"; {', '.join(prov['residual_disabled'])}: prior only" if prov.get("residual_disabled") else "")
                 + "".join(f"; {sc} residual at gain {g}" for sc, g in prov.get("residual_gain", {}).items())
                 + "".join(
@@ -302,12 +302,21 @@ def models_section() -> str:
 
 
 def training_runs(prov: dict) -> str:
-    """'700 steps (7.1 min, 216 tiles, 2026-11-28), then 2600 steps (...)': a warm-started file lists every run."""
+    """'700 steps (7.1 min, 216 tiles, 2026-11-28), then 2600 steps (...) on 2 CPU threads': a warm-started file
+    lists every run (each with its hardware where they differ, and the heads a run trained alone)."""
     runs, p = [], prov
     while p:
-        runs.append(f"{p.get('trained_steps')} steps ({p.get('train_minutes')} min, {p.get('tiles')} tiles, {p.get('date', '')})")
+        runs.append(p)
         p = p.get("continued_from")
-    return ", then ".join(reversed(runs))
+    hardware = {r.get("hardware") for r in runs}
+    texts = [
+        f"{r.get('trained_steps')} steps ({r.get('train_minutes')} min, {r.get('tiles')} tiles, {r.get('date', '')}"
+        + (f", {r.get('hardware')}" if len(hardware) > 1 else "")
+        + (f", {' and '.join(r['trained_heads'])} head alone" if r.get("trained_heads") else "")
+        + ")"
+        for r in reversed(runs)
+    ]
+    return ", then ".join(texts) + (f" on {hardware.pop()}" if len(hardware) == 1 else "")
 
 
 def _numel(shape) -> int:

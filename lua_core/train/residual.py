@@ -43,6 +43,10 @@ class ResidualTrainConfig:
     run_dir: str = "runs/v2"
     cache_dir: str = ""  # default: <run_dir>/cache
     scales: tuple[int, ...] = (2, 4)
+    # heads whose own stem and head alone learn; empty = every head and the shared trunk. With --init-from the trunk
+    # and the other heads keep that file's weights exactly, so a head shipped as the prior alone can learn a
+    # residual without changing what the other heads compute
+    train_heads: tuple[int, ...] = ()
     width: int = 64
     blocks: int = 8
     inputs: str = "latent+prior+pixels"
@@ -89,6 +93,10 @@ class ResidualTrainConfig:
                 f"--context {self.context} must be a multiple of {step} for scales {self.scales}: "
                 f"use --context {-(-self.context // step) * step}"
             )
+        if any(s not in self.scales for s in self.train_heads):
+            raise ValueError(f"--train-heads {self.train_heads} must be among --scales {self.scales}")
+        if self.train_heads and not self.init_from:
+            raise ValueError("--train-heads trains some heads over a trained trunk: give --init-from FILE")
         if not 0 <= self.native_fraction <= 1:
             raise ValueError(f"--native-fraction {self.native_fraction} is a share of tiles: use 0..1")
         if not 0 <= self.decode_context <= self.context:
@@ -109,6 +117,10 @@ class ResidualTrainConfig:
             self.tiles_per_image,
             self.native_fraction,
         )
+
+
+# provenance entries about the prior (its refinement and decoder matching per head), true of any residual over it
+PRIOR_RECORDS = ("prior_refinement_by_head", "prior_refinement_why", "decoder_match_by_head", "decoder_match_why")
 
 
 class StepSampler(Sampler[int]):
@@ -200,6 +212,10 @@ class ResidualTrainer:
         self.net.to(self.device)
         self.run_dir = Path(cfg.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.train_heads:
+            learn = tuple(f"{part}.x{s}." for part in ("stems", "heads") for s in cfg.train_heads)
+            for name, p in self.net.named_parameters():
+                p.requires_grad_(name.startswith(learn))
         self.params = [p for p in self.net.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
         self.step = 0
@@ -213,6 +229,11 @@ class ResidualTrainer:
         tiles = build_tiles(cfg.spec(), self.net, Path(cfg.cache_dir or self.run_dir / "cache"), say, decoded_priors=True)
         self.n_tiles = tiles["hr"].shape[0]
         self.crops = {s: TileCrops(tiles, s, crop_latent(cfg, s), cfg.seed) for s in cfg.scales}
+
+    @property
+    def heads(self) -> tuple[int, ...]:
+        """The heads that take turns in training."""
+        return self.cfg.train_heads or self.cfg.scales
 
     def warm_start(self, path: str) -> None:
         """Copy the residual of a shipped v2 file (same family and shape; its prior may be refined differently;
@@ -252,10 +273,34 @@ class ResidualTrainer:
         from ..model import load_model
 
         earlier = load_model(self.cfg.init_from).info.provenance or {}
-        keep = ("trained_steps", "train_minutes", "tiles", "batch", "hardware", "date", "continued_from")
+        keep = ("trained_steps", "train_minutes", "tiles", "batch", "hardware", "date", "trained_heads", "continued_from")
         return {
             "continued_from": {"file": Path(self.cfg.init_from).name, **{k: earlier[k] for k in keep if k in earlier}}
         }
+
+    def kept_provenance(self) -> dict:
+        """What the earlier files' records say that stays true of this one: the prior's settings (--prior-from) and,
+        with --train-heads, the gains and switched-off residuals of the heads this run left as they were."""
+        from ..model import load_model
+
+        out = {}
+        if self.cfg.prior_from:
+            earlier = load_model(self.cfg.prior_from).info.provenance or {}
+            out.update({k: earlier[k] for k in PRIOR_RECORDS if k in earlier})
+        if self.cfg.train_heads:
+            trained = [f"x{s}" for s in self.cfg.train_heads]
+            earlier = load_model(self.cfg.init_from).info.provenance or {}
+            gains = {h: g for h, g in earlier.get("residual_gain", {}).items() if h not in trained}
+            off = [h for h in earlier.get("residual_disabled", []) if h not in trained]
+            out["trained_heads"] = trained
+            retrained = [h for h in out.get("prior_refinement_by_head", {}) if h in trained]
+            if retrained:  # the setting was chosen for the prior alone; say what came after
+                out["prior_refinement_why"] += f"; then {' and '.join(retrained)} learned a residual over it (train-v2 --train-heads)"
+            if gains:
+                out.update(residual_gain=gains, residual_gain_why=earlier["residual_gain_why"])
+            if off:
+                out.update(residual_disabled=off, residual_disabled_why=earlier["residual_disabled_why"])
+        return out
 
     def lr_factor(self, step: int) -> float:
         """Cosine decay over `steps`, or over `minutes` of training time when steps is 0 (time-budgeted runs)."""
@@ -305,7 +350,7 @@ class ResidualTrainer:
     def train_step(self, streams: dict) -> dict:
         """One optimiser step on the head whose turn it is."""
         cfg = self.cfg
-        scale = cfg.scales[self.step % len(cfg.scales)]
+        scale = self.heads[self.step % len(self.heads)]
         batch = {k: v.to(self.device, non_blocking=True) for k, v in next(streams[scale]).items()}
         loss = pixel_loss(self.net, batch, scale, cfg, self.amp)
         self.opt.zero_grad(set_to_none=True)
@@ -323,7 +368,7 @@ class ResidualTrainer:
         last = min(cfg.steps or 1 << 62, until_step or 1 << 62)
         if self.step >= last or (cfg.minutes and self.seconds >= cfg.minutes * 60):
             return
-        streams = {s: self.batches(s) for s in cfg.scales}
+        streams = {s: self.batches(s) for s in self.heads}
         log = open(self.run_dir / "log.jsonl", "a")
         try:
             while self.step < last:
@@ -363,6 +408,7 @@ class ResidualTrainer:
             **({"note": note} if note else {}),
             **({"prior_from": Path(self.cfg.prior_from).name} if self.cfg.prior_from else {}),
             **self.warm_start_provenance(),
+            **self.kept_provenance(),
         }
         model.save(path)
         self.say(f"exported {path}")
