@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .arch.taesd import DECODER_FIRST, ENCODER_LAST, make_decoder, make_encoder, pooled_indices
+from .arch.taesd import DECODER_FIRST, ENCODER_LAST, TinyNet, make_decoder, make_encoder, pooled_indices
 from .errors import CheckpointError
 from .families import LatentFamily, get_family
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "assets"  # taesdxl encoder + decoder (MIT, see its README)
 
 
-def _load_part(path: Path, kind: str) -> nn.Sequential:
+def _load_part(path: Path, kind: str) -> TinyNet:
     from .checkpoint import read_state_dict  # local: checkpoint imports the LUA arch, not needed here
 
     sd, _ = read_state_dict(path)

@@ -627,3 +627,21 @@ def test_head_gain_scales_the_residual_exactly(gain):
     assert not torch.equal(p, t)  # the residual is really there
     assert torch.allclose(upscale_latent(scaled, z, 2), p + gain * (t - p), atol=1e-5)
     assert torch.equal(upscale_latent(scaled, z, 4), upscale_latent(trained, z, 4))  # other heads untouched
+
+
+@pytest.mark.parametrize("family", ["sdxl", "flux2"])  # flux2: taef2's pooled GroupNorm branch
+def test_channels_last_layout_of_the_tiny_autoencoder_changes_no_output_or_gradient(family):
+    """The tiny encoder/decoder run channels-last on a CPU for speed; outputs and the input gradient that
+    decoder matching follows equal the published layers run in the plain layout, and come back in it."""
+    ae = load_tiny_autoencoder(get_family(family), [VAE_APPROX])
+    rgb = smooth_image(64)
+    for net, x in ((ae.encoder, rgb), (ae.decoder, ae.encoder(rgb).detach())):
+        x = x.clone().requires_grad_(True)
+        fast = net(x)
+        (grad_fast,) = torch.autograd.grad(fast.square().sum(), x)
+        plain_x = x.detach().clone().requires_grad_(True)
+        plain = torch.nn.Sequential.forward(net, plain_x)
+        (grad_plain,) = torch.autograd.grad(plain.square().sum(), plain_x)
+        assert fast.is_contiguous()
+        assert torch.allclose(fast, plain, atol=1e-5, rtol=1e-5), (fast - plain).abs().max()
+        assert torch.allclose(grad_fast, grad_plain, atol=1e-4, rtol=1e-4), (grad_fast - grad_plain).abs().max()

@@ -65,8 +65,9 @@
 #   latent px of context, batch 4, lr 3e-4, MINUTES (default 40); then select_v2_heads.py chooses that head's gain
 #   alone (--heads) on held-out images 17-32, and the same report and keep-if-better steps:
 #   HEADS=1 bash tools/train_v2_models.sh runs/heads flux2:2     (how the 2026-12-06 FLUX.2 file was made: x2 +0.14 dB
-#   on the report, bench/results/selection/flux2-head-x2.json); SD3 x4 not run yet, e.g. with fewer images and minutes:
-#   IMAGES=150 MINUTES=20 HEADS=1 bash tools/train_v2_models.sh runs/heads sd3:4
+#   on the report, bench/results/selection/flux2-head-x2.json), and with fewer images and minutes the 2026-12-06 SD3 file
+#   (x4 +0.037 dB on the report at gain 1/4, bench/results/selection/sd3-head-x4.json):
+#   IMAGES=150 MINUTES=30 HEADS=1 bash tools/train_v2_models.sh runs/heads-sd3 sd3:4
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -51,17 +51,28 @@ class Block(nn.Module):
         return F.relu(self.conv(x) + x)
 
 
-def make_encoder(latent_channels: int, pooled: Iterable[int] = ()) -> nn.Sequential:
+class TinyNet(nn.Sequential):
+    """An encoder or decoder: its layers in the published order, run in channels-last layout on a CPU, where
+    oneDNN's 64-channel 3x3 convs and their backward pass are faster in it (bench/cost.py, 2 threads: a v2 x2
+    1.5x faster without decoder matching, 1.3x with it); the result comes back in the usual layout."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":  # unmeasured on GPUs: keep the layout cuDNN was given
+            return super().forward(x)
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
+def make_encoder(latent_channels: int, pooled: Iterable[int] = ()) -> TinyNet:
     """TAESD encoder: RGB in [0, 1] -> scaled latent at 1/8 resolution."""
     pooled = set(pooled)
     layers: list[nn.Module] = [_conv(3, 64), Block(64, 1 in pooled)]
     for i in (2, 6, 10):
         layers += [_conv(64, 64, bias=False, stride=2)] + [Block(64, j in pooled) for j in range(i + 1, i + 4)]
     layers.append(_conv(64, latent_channels))
-    return nn.Sequential(*layers)
+    return TinyNet(*layers)
 
 
-def make_decoder(latent_channels: int, pooled: Iterable[int] = ()) -> nn.Sequential:
+def make_decoder(latent_channels: int, pooled: Iterable[int] = ()) -> TinyNet:
     """TAESD decoder: scaled latent -> RGB (about [0, 1]; clamp for display)."""
     pooled = set(pooled)
     layers: list[nn.Module] = [Clamp(), _conv(latent_channels, 64), nn.ReLU()]
@@ -70,7 +81,7 @@ def make_decoder(latent_channels: int, pooled: Iterable[int] = ()) -> nn.Sequent
         layers += [nn.Upsample(scale_factor=2), _conv(64, 64, bias=False)]
         layers += [Block(64, j in pooled) for j in range(i + 2, i + (5 if i < 16 else 3))]
     layers.append(_conv(64, 3))
-    return nn.Sequential(*layers)
+    return TinyNet(*layers)
 
 
 def pooled_indices(sd: dict[str, torch.Tensor], prefix: str = "") -> set[int]:
