@@ -77,6 +77,15 @@ PY=${PY:-python}
 DATA=("$SHARED/data/train" "$SHARED/data/photos")
 common=(--data "${DATA[@]}" --vae-approx "$SHARED/vae_approx" --inputs latent+prior+pixels)
 
+start_runs() {  # RUNS exists and holds the report the new files must beat (kept when a run resumes)
+  mkdir -p "$RUNS"
+  [ -f "$RUNS/quality-before.json" ] || cp bench/results/quality.json "$RUNS/quality-before.json"
+}
+
+shipped_shape() {  # FILE: "width blocks" of its residual, so a warm start builds the same network
+  $PY -c "import sys; from lua_core import load_model; c = load_model(sys.argv[1]).config; print(c.width, c.blocks)" "$1"
+}
+
 # select heads on images 17-32, report on 1-16, keep the new file only if it beats the old one on every scale
 select_and_keep() {  # CANDIDATE FAMILY
   local cand=$1 fam=$2
@@ -99,8 +108,7 @@ report_and_keep() {  # FAMILY: RUNS/FAMILY-selected.safetensors replaces the bun
 }
 
 if [ -n "${CANDIDATES:-}" ]; then  # files trained elsewhere (the GPU sprint's train-<family>.safetensors)
-  mkdir -p "$RUNS"
-  [ -f "$RUNS/quality-before.json" ] || cp bench/results/quality.json "$RUNS/quality-before.json"
+  start_runs
   for fam in ${*:-sdxl flux1 sd3 sd1 flux2}; do
     [ -f "$CANDIDATES/train-$fam.safetensors" ] && select_and_keep "$CANDIDATES/train-$fam.safetensors" "$fam"
   done
@@ -108,8 +116,7 @@ if [ -n "${CANDIDATES:-}" ]; then  # files trained elsewhere (the GPU sprint's t
 fi
 
 if [ "${PRIOR_HEADS:-0}" = 1 ]; then  # no training: heads shipped as the prior alone get their best prior setting
-  mkdir -p "$RUNS"
-  [ -f "$RUNS/quality-before.json" ] || cp bench/results/quality.json "$RUNS/quality-before.json"
+  start_runs
   for fam in ${*:-sd3 flux2}; do
     $PY tools/refine_prior_heads.py --model "models/lua-$fam-small.safetensors" ${PRIOR_SETTINGS:+--settings "$PRIOR_SETTINGS"} \
         --output "$RUNS/$fam-selected.safetensors" --report "bench/results/selection/$fam-prior-heads.json"
@@ -119,8 +126,7 @@ if [ "${PRIOR_HEADS:-0}" = 1 ]; then  # no training: heads shipped as the prior 
 fi
 
 if [ "${MATCH:-0}" = 1 ]; then  # no training: each head gets the decoder-matching setting best on photos + renders
-  mkdir -p "$RUNS"
-  [ -f "$RUNS/quality-before.json" ] || cp bench/results/quality.json "$RUNS/quality-before.json"
+  start_runs
   for fam in ${*:-flux1 flux2}; do
     $PY tools/match_decoder_heads.py --model "models/lua-$fam-small.safetensors" ${MATCH_SETTINGS:+--settings "$MATCH_SETTINGS"} \
         --photos "${PHOTOS:-6}" --limit "${LIMIT:-6}" \
@@ -131,13 +137,12 @@ if [ "${MATCH:-0}" = 1 ]; then  # no training: each head gets the decoder-matchi
 fi
 
 if [ "${HEADS:-0}" = 1 ]; then  # one head learns over the bundled trunk; the other heads stay exactly as shipped
-  mkdir -p "$RUNS"
-  [ -f "$RUNS/quality-before.json" ] || cp bench/results/quality.json "$RUNS/quality-before.json"
+  start_runs
   for arg in ${*:-flux2:2 sd3:4}; do
     fam=${arg%:*} head=${arg#*:}
     run="$RUNS/$fam"
     shipped="models/lua-$fam-small.safetensors"
-    shape=$($PY -c "import sys; from lua_core import load_model; c = load_model(sys.argv[1]).config; print(c.width, c.blocks)" "$shipped")
+    shape=$(shipped_shape "$shipped")
     resume=()
     [ -f "$run/state.pt" ] && resume=(--resume)
     $PY -m lua_core train-v2 --family "$fam" --data "${DATA[@]}" --prior-from "$shipped" --init-from "$shipped" \
@@ -163,12 +168,11 @@ if [ "${ERROR_INPUT:-0}" = 1 ] || [ "${DECODE_CONTEXT:-0}" = 1 ]; then
   # DECODE_CONTEXT: the window decoded with its 64 px of context (3.6 s/step at batch 4 on 2 cores)
   loss=(--decode-context 0 --batch 8 --lr 2e-4)
   [ "${DECODE_CONTEXT:-0}" = 1 ] && loss=(--decode-context 8 --batch 4 --lr 1e-4)
-  mkdir -p "$RUNS"
-  [ -f "$RUNS/quality-before.json" ] || cp bench/results/quality.json "$RUNS/quality-before.json"
+  start_runs
   for fam in ${*:-flux1 sd3 flux2}; do
     run="$RUNS/$fam"
     shipped="models/lua-$fam-small.safetensors"
-    shape=$($PY -c "import sys; from lua_core import load_model; c = load_model(sys.argv[1]).config; print(c.width, c.blocks)" "$shipped")
+    shape=$(shipped_shape "$shipped")
     start=(--init-from "${INIT:-$shipped}")
     [ -f "$run/state.pt" ] && start=(--resume)
     $PY -m lua_core train-v2 --family "$fam" --data "${DATA[@]}" --prior-from "$shipped" \
@@ -182,8 +186,7 @@ if [ "${ERROR_INPUT:-0}" = 1 ] || [ "${DECODE_CONTEXT:-0}" = 1 ]; then
 fi
 
 if [ "${CONTINUE:-0}" = 1 ]; then
-  mkdir -p "$RUNS"
-  [ -f "$RUNS/quality-before.json" ] || cp bench/results/quality.json "$RUNS/quality-before.json"
+  start_runs
   for fam in ${*:-sdxl sd3 flux1 sd1 flux2}; do
     case $fam in sdxl) minutes=18;; sd3) minutes=15;; flux1) minutes=14;; sd1) minutes=13;; *) minutes=12;; esac
     run="$RUNS/$fam"
