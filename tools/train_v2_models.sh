@@ -68,6 +68,8 @@
 #   on the report, bench/results/selection/flux2-head-x2.json), and with fewer images and minutes the 2026-12-06 SD3 file
 #   (x4 +0.037 dB on the report at gain 1/4, bench/results/selection/sd3-head-x4.json):
 #   IMAGES=150 MINUTES=30 HEADS=1 bash tools/train_v2_models.sh runs/heads-sd3 sd3:4
+#   FLUX.1 x2 (a GPU-trained head, not a prior-only one) lost to the shipped head on images 17-32 and kept its file:
+#   IMAGES=60 MINUTES=15 HEADS=1 bash tools/train_v2_models.sh runs/heads-flux1 flux1:2   (.../flux1-head-x2-rejected.json)
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -153,10 +155,12 @@ if [ "${HEADS:-0}" = 1 ]; then  # one head learns over the bundled trunk; the ot
         "${resume[@]}"
     $PY tools/select_v2_heads.py --candidate "$RUNS/$fam.safetensors" --heads "x$head" \
         --output "$RUNS/$fam-selected.safetensors" --report "bench/results/selection/$fam-head-x$head.json"
-    gain=$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['gain'][sys.argv[2]])" \
+    # the report (images 1-16) only judges a head that already beat the bundled one on images 17-32; gain 0 would
+    # ship the bundled head with a record of a residual it lacks
+    gained=$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['output_minus_current_db'][sys.argv[2]])" \
         "bench/results/selection/$fam-head-x$head.json" "x$head")
-    if [ "$gain" = 0.0 ]; then  # the selected file would be the bundled one with a record of a residual it lacks
-      echo "$fam x$head: the trained residual scored below its prior at every gain; the bundled file stays"
+    if ! $PY -c "import sys; sys.exit(float(sys.argv[1]) <= 0)" "$gained"; then
+      echo "$fam x$head: the trained head at its best gain scored $gained dB against the bundled one on images 17-32; the bundled file stays"
       continue
     fi
     report_and_keep "$fam"
