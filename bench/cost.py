@@ -12,7 +12,8 @@ LDM decoder of the same layout stands in and the JSON says so. Median of timed r
 Targets (issue 15): v2 <= 15 % of the full decode on a CPU, <= 5 % on a GPU. Run it on a quiet machine.
 `bundled` times x2 of every bundled v2 model at the same 1024² output against the same decode: a prior with
 back-projection steps (arch/reencode_residual.py) pays a tiny decode and encode at the output size per step, a
-head with decoder matching a tiny decode and its backward pass at the output size per step.
+head with decoder matching a tiny decode and its backward pass at the output size per step; such files are
+timed again with it off (`*_without_match`: Load LUA Model's decoder_matching "off").
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_engine import CONFIGS  # noqa: E402
 
 from lua_core import LUAConfig, ModelInfo, SwinIRMultiHead, load_model, upscale_latent  # noqa: E402
-from lua_core.model import LUAModel  # noqa: E402
+from lua_core.model import LUAModel, without_decoder_match  # noqa: E402
 
 TARGET_SHARE = {"cpu": 0.15, "cuda": 0.05}
 V1_SDXL = LUAConfig(**CONFIGS["small"])  # the v1 lua-sdxl-small shapes (replaced by the v2 file on 2026-11-28)
@@ -115,15 +116,18 @@ def measure(device: torch.device, dtype: torch.dtype = torch.float32, side: int 
         f = model.family.spatial_factor  # same output pixels for every family: 16 * side px in
         zf = torch.randn(1, model.family.channels, 8 * side // f, 8 * side // f).to(device)
         sec = median_seconds(lambda m=model, z=zf: upscale_latent(m, z, 2, tile_size=10_000), device, repeats)
-        bundled.append(
-            {
-                "file": path.name,
-                "refine_steps": model.config.refine_for(2)[0],  # of the x2 head timed here
-                "match_steps": model.config.match_for(2)[0],  # decoder matching: a decoder pass and its backward each
-                "x2_s": round(sec, 4),
-                "share_of_decode": round(sec / dec, 4),
-            }
-        )
+        row = {
+            "file": path.name,
+            "refine_steps": model.config.refine_for(2)[0],  # of the x2 head timed here
+            "match_steps": model.config.match_for(2)[0],  # decoder matching: a decoder pass and its backward each
+            "x2_s": round(sec, 4),
+            "share_of_decode": round(sec / dec, 4),
+        }
+        if row["match_steps"]:  # what Load LUA Model's decoder_matching "off" costs
+            fast = without_decoder_match(model)
+            sec = median_seconds(lambda m=fast, z=zf: upscale_latent(m, z, 2, tile_size=10_000), device, repeats)
+            row |= {"x2_s_without_match": round(sec, 4), "share_of_decode_without_match": round(sec / dec, 4)}
+        bundled.append(row)
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),

@@ -100,6 +100,12 @@ def main() -> None:
         help="an earlier quality JSON: each family also gets the mean PSNR its previous file scored on the same images "
         "(from that report's per-image numbers), and whether the new file beats it",
     )
+    p.add_argument(
+        "--without-decoder-match",
+        action="store_true",
+        help="score the files with decoder matching off (Load LUA Model's decoder_matching 'off'); use another "
+        "--output and --docs",
+    )
     p.add_argument("--output", default=str(ROOT / "bench" / "results" / "quality.json"))
     p.add_argument("--docs", default=str(ROOT / "docs"))
     p.add_argument(
@@ -116,7 +122,9 @@ def main() -> None:
         "benchmark": "quality",
         "date": time.strftime("%Y-%m-%d"),
         # all families; --update runs add up to this
-        "command": f"bench/quality.py --max-side {args.max_side}" + (f" --limit {args.limit}" if args.limit else ""),
+        "command": f"bench/quality.py --max-side {args.max_side}"
+        + (f" --limit {args.limit}" if args.limit else "")
+        + (" --without-decoder-match" if args.without_decoder_match else ""),
         "protocol": (
             "HR = center crop (multiple of 32, <= max_side) of each held-out image; LR latent = tiny-AE "
             "encode of the antialiased-bicubic x2/x4 downsample; PSNR/SSIM (luma SSIM) of each decoded "
@@ -139,7 +147,7 @@ def main() -> None:
         if not path.is_file():
             print(f"skip {fam}: {path} missing", file=sys.stderr)
             continue
-        model = load_model(path)
+        model = load_model(path, decoder_match=not args.without_decoder_match)
         ae = load_tiny_autoencoder(model.family, [args.vae_approx])
         t0 = time.time()
         r = evaluate(model, ae, images, args.max_side, progress=lambda m, f=fam: print(f"{f} {m}", file=sys.stderr))

@@ -254,6 +254,12 @@ def add_upscale_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default cpu)")
     s.add_argument("--dtype", default=None, choices=["auto", "fp32", "bf16", "fp16"])
+    s.add_argument(
+        "--no-decoder-match",
+        action="store_true",
+        help="skip the decoder-matching steps some v2 files carry (5-20x faster on a CPU; flat areas may show "
+        "the tiny decoder's grain)",
+    )
     s.add_argument("--overwrite", action="store_true", help="replace an existing output latent (never a model)")
     s.set_defaults(func=cmd_upscale)
 
@@ -283,7 +289,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     read_safetensors_header(src)  # a damaged or absurd latent fails before the model is loaded
 
-    model = load_model(model_path, device=device, dtype=args.dtype)
+    model = load_model(model_path, device=device, dtype=args.dtype, decoder_match=not args.no_decoder_match)
     if args.tile_size and args.tile_size < min_tile(model):
         raise LUAError(
             f"--tile-size {args.tile_size} is below this model's minimum of {min_tile(model)} latent pixels "

@@ -391,8 +391,15 @@ def run_tiled(
         done = min(done + 1, total)
         progress(done, total)
 
+    def tile_done(tiles: int) -> None:
+        # a tile may skip stages (decoder matching skips a tile with nothing smooth): catch the bar up
+        nonlocal done
+        if progress is not None and done < tiles * blocks:
+            done = tiles * blocks
+            progress(done, total)
+
     with after_each_block(model, block_done if progress is not None else None):
-        _run_tiles(model, x, scale, batches, rows, cols, out, weight)
+        _run_tiles(model, x, scale, batches, rows, cols, out, weight, tile_done)
     return out / weight if tiled else out
 
 
@@ -406,10 +413,12 @@ def after_each_block(model: LUAModel, callback: Callable[..., None] | None) -> c
     return stack
 
 
-def _run_tiles(model, x, scale, batches, rows, cols, out, weight) -> None:
-    """Accumulate every tile's output into `out` (feathered into `weight` when tiled)."""
+def _run_tiles(model, x, scale, batches, rows, cols, out, weight, tile_done) -> None:
+    """Accumulate every tile's output into `out` (feathered into `weight` when tiled), calling `tile_done(tiles
+    finished so far)` after each."""
     win = model.net.context // 2  # feather margin: the v1 window; half the v2 context
     tiled = weight is not None
+    finished = 0
     for b0, b1 in batches:
         for iy, (y0, y1) in enumerate(rows):
             for ix, (x0, x1) in enumerate(cols):
@@ -425,6 +434,8 @@ def _run_tiles(model, x, scale, batches, rows, cols, out, weight) -> None:
                         weight[region] += wt
                 else:
                     out[b0:b1] = tile
+                finished += 1
+                tile_done(finished)
 
 
 # --------------------------------------------------------------------------- public API

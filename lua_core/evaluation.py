@@ -146,6 +146,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--val-fraction", type=float, default=0.08, help="must match training's --val-fraction")
     p.add_argument("--max-side", type=int, default=512, help="HR crop side limit in pixels")
     p.add_argument("--limit", type=int, default=0, help="use only the first N held-out images (0 = all)")
+    p.add_argument("--no-decoder-match", action="store_true", help="score the file with its decoder matching off")
     p.add_argument("--output", default="", help="write the JSON report here")
     p.add_argument("--figure", default="", help="write a side-by-side crop PNG of the first image here")
     p.set_defaults(func=run)
@@ -156,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     """`python -m lua_core eval`: quality report of one model on held-out images."""
     from tqdm import tqdm
 
-    model = load_model(args.model)
+    model = load_model(args.model, decoder_match=not args.no_decoder_match)
     if model.family is None:
         raise ValueError(f"{args.model} has no latent family recorded; convert it with --family first")
     ae = load_tiny_autoencoder(model.family, [args.vae_approx] if args.vae_approx else [])
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         images = images[: args.limit]
     with tqdm(total=len(images), unit="image", disable=not sys.stderr.isatty()) as bar:  # a bar only on a terminal
         report = evaluate(model, ae, images, args.max_side, progress=lambda _: bar.update())
-    report["model"] = Path(args.model).name
+    report["model"] = Path(args.model).name + (" (decoder matching off)" if args.no_decoder_match else "")
     report["family"] = model.family.name
     for scale, r in report["scales"].items():
         m = r["mean"]

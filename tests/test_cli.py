@@ -110,6 +110,26 @@ def test_upscale_rejects_wrong_family(tmp_path, sdxl_model, capsys):
     assert not (tmp_path / "o.safetensors").exists()
 
 
+def test_upscale_can_skip_decoder_matching(tmp_path):
+    from conftest import VAE_APPROX
+
+    from lua_core import get_family, load_model, upscale_latent
+    from lua_core.model import new_v2_model, with_decoder_match
+
+    base = new_v2_model(get_family("sd1"), width=8, blocks=1, vae_approx=VAE_APPROX)
+    with_decoder_match(base, {2: (3, 0.2, 0.05)}).save(tmp_path / "matched.safetensors")
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    save_file({"latent_tensor": latent}, str(tmp_path / "in.safetensors"))
+    outs = {}
+    for flag in ([], ["--no-decoder-match"]):
+        dst = tmp_path / f"out{len(flag)}.safetensors"
+        assert main(["upscale", str(tmp_path / "matched.safetensors"), str(tmp_path / "in.safetensors"), str(dst), *flag]) == 0
+        outs[bool(flag)] = load_file(str(dst))["latent_tensor"]
+    assert torch.equal(outs[True], upscale_latent(base, latent, 2))
+    matched = upscale_latent(load_model(tmp_path / "matched.safetensors"), latent, 2)
+    assert torch.allclose(outs[False], matched, atol=1e-6) and not torch.equal(outs[True], outs[False])
+
+
 # --------------------------------------------------------------------------- never destroy a file
 
 

@@ -155,8 +155,8 @@ def test_object_info_lists_both_nodes_as_the_stub_renders_them(server):
         want = node_info(cls)
         for key in ("name", "display_name", "category", "description", "output", "output_name", "input_order"):
             assert live[key] == want[key], f"{want['name']}.{key}"
-        for name, (kind, opts) in want["input"]["required"].items():
-            live_kind, live_opts = live["input"]["required"][name]
+        for section, name, (kind, opts) in [(k, n, v) for k, sec in want["input"].items() for n, v in sec.items()]:
+            live_kind, live_opts = live["input"][section][name]
             assert live_kind == kind, f"{want['name']}.{name} type"
             assert {k: live_opts.get(k) for k in opts} == opts, f"{want['name']}.{name} options"
 
@@ -239,6 +239,7 @@ def test_wrong_family_error_reaches_the_user(server):
 def test_interrupt_stops_the_run_within_seconds(server, tile_size):
     prompt = {
         "1": {"class_type": "EmptyLatentImage", "inputs": {"width": 4096, "height": 4096, "batch_size": 1}},
+        # no decoder_matching: an API prompt saved before that optional input existed still runs (as "on")
         "2": {"class_type": "LUAModelLoader", "inputs": {"model_name": "lua-sdxl-small.safetensors", "dtype": "auto"}},
         # 512x512 latent: in 48-pixel tiles (24 overlap) about 440 of them; "untiled" (auto) tiles by free memory
         "3": {
@@ -285,10 +286,10 @@ def _validation_details(srv: Server, prompt: dict) -> list[str]:
 def test_loader_inputs_are_validated_the_same_on_both_cores(server):
     # 0.3.59 does not check V3 combo values: 'fp64' ended in KeyError: 'fp64' at run time, a missing
     # model_name failed only when the node ran
-    def prompt(model_name: str, dtype: str) -> dict:
+    def prompt(model_name: str, dtype: str, **optional: str) -> dict:
         return {
             "1": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-            "2": {"class_type": "LUAModelLoader", "inputs": {"model_name": model_name, "dtype": dtype}},
+            "2": {"class_type": "LUAModelLoader", "inputs": {"model_name": model_name, "dtype": dtype, **optional}},
             "3": {
                 "class_type": "LUALatentUpscale",
                 "inputs": {"lua_model": ["2", 0], "samples": ["1", 0], "scale_by": 2.0, "tile_size": 0},
@@ -300,6 +301,11 @@ def test_loader_inputs_are_validated_the_same_on_both_cores(server):
     assert (
         "dtype - dtype 'fp64' is not one of auto, fp32, bf16, fp16; pick one of those in Load LUA Model (a workflow "
         "made with another version of the pack may carry other values)"
+    ) in details
+    details = _validation_details(server, prompt("lua-sdxl-small.safetensors", "auto", decoder_matching="fast"))
+    assert (
+        "decoder_matching - decoder_matching 'fast' is not one of on, off; pick one of those in Load LUA Model (a "
+        "workflow made with another version of the pack may carry other values)"
     ) in details
     details = _validation_details(server, prompt("gone.safetensors", "auto"))
     assert any(

@@ -219,6 +219,20 @@ def test_loader_inputs_are_checked_by_the_node(lua_dir):
     assert missing.endswith("put LUA .safetensors/.pth files in models/lua and refresh (R) the browser")
     assert Loader.validate_inputs(model_name="m.safetensors", dtype="auto") is True
     assert Loader.validate_inputs(model_name=None, dtype=None) is True  # linked inputs: known only at run time
+    matching_msg = dtype_msg.replace("dtype 'fp64'", "decoder_matching 'fast'").replace("auto, fp32, bf16, fp16", "on, off")
+    assert Loader.validate_inputs(model_name="m.safetensors", dtype="auto", decoder_matching="fast") == matching_msg
+
+
+def test_decoder_matching_off_loads_the_bundled_file_without_its_steps(lua_dir):
+    on, off, default = (
+        Loader.execute(model_name="lua-sdxl-small.safetensors", dtype="fp32", **kw)[0]
+        for kw in ({"decoder_matching": "on"}, {"decoder_matching": "off"}, {})
+    )
+    assert on.model.config.match_by_scale and default.model.config == on.model.config
+    assert off.model.config.match_by_scale == () and off.model.config.scales == on.model.config.scales
+    assert all(torch.equal(v, off.model.net.state_dict()[k]) for k, v in on.model.net.state_dict().items())
+    z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(upscale(on, {"samples": z})["samples"], upscale(off, {"samples": z})["samples"])
 
 
 # --------------------------------------------------------------------------- start-up
@@ -308,7 +322,11 @@ def test_schema_keeps_ids_types_and_names():
     assert (loader["name"], loader["display_name"], loader["category"]) == ("LUAModelLoader", "Load LUA Model", "loaders")
     assert loader["output"] == ["LUA_MODEL"] and loader["output_name"] == ["lua_model"]
     assert loader["input_order"]["required"] == ["model_name", "dtype"]
+    # optional: API prompts and workflows saved before it existed carry no value and still run
+    assert loader["input_order"]["optional"] == ["decoder_matching"]
     assert inputs_of(Loader)["dtype"][1]["options"] == ["auto", "fp32", "bf16", "fp16"]
+    matching = loader["input"]["optional"]["decoder_matching"][1]
+    assert (matching["options"], matching["default"]) == (["on", "off"], "on")
     assert (up["name"], up["display_name"], up["category"]) == ("LUALatentUpscale", "Latent Upscale (LUA)", "latent/upscaling")
     assert up["output"] == ["LATENT"] and up["output_name"] == ["LATENT"]
     assert [t for t, _ in inputs_of(Upscale).values()] == ["LUA_MODEL", "LATENT", "FLOAT", "INT"]
@@ -317,7 +335,7 @@ def test_schema_keeps_ids_types_and_names():
 def test_every_input_and_output_has_a_tooltip():
     for cls in (Loader, Upscale):
         info = node_info(cls)
-        for name, (_, opts) in info["input"]["required"].items():
+        for name, (_, opts) in [kv for section in info["input"].values() for kv in section.items()]:
             assert opts.get("tooltip"), f"{cls.__name__}.{name} has no tooltip"
         assert all(info["output_tooltips"]) and info["description"]
 

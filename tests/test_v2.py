@@ -18,7 +18,7 @@ from lua_core.engine import plan_tiles
 from lua_core.errors import CheckpointError
 from lua_core.imaging import bicubic_resize, load_rgb, to_tensor
 from lua_core.metrics import psnr
-from lua_core.model import new_v2_model, with_decoder_match, with_prior_refinement
+from lua_core.model import new_v2_model, with_decoder_match, with_prior_refinement, without_decoder_match
 from lua_core.tiny_ae import load_tiny_autoencoder
 
 pytestmark = pytest.mark.skipif(not VAE_APPROX.is_dir(), reason="needs ../shared/vae_approx (CI has it)")
@@ -268,6 +268,27 @@ def test_decoder_matching_tiles_alike_and_counts_its_progress():
     assert abs(psnr(a, hr).item() - psnr(b, hr).item()) <= 0.05
     diff = (a - b).abs().mean(1)[0]
     assert max(diff.mean(0).max().item(), diff.mean(1).max().item()) <= 1 / 255
+
+
+def test_decoder_matching_skips_a_tile_with_nothing_smooth_and_the_bar_still_ends_full():
+    base = randomised_residual(new_v2_model(get_family("sd1"), width=8, blocks=1, vae_approx=VAE_APPROX), std=0.02)
+    matched = with_decoder_match(base, {2: (10, 1e-4, 0.05)})  # sigma 1e-4: no pixel of a noise image is smooth
+    z = load_tiny_autoencoder("sd1", [VAE_APPROX]).encode(torch.rand(1, 3, 128, 128, generator=torch.Generator()))
+    calls = []
+    out = upscale_latent(matched, z, 2, tile_size=10_000, progress=lambda d, t: calls.append((d, t)))
+    assert torch.equal(out, upscale_latent(base, z, 2, tile_size=10_000))
+    total = matched.net.progress_calls(2)
+    assert calls[-1] == (total, total) and len(calls) < total  # the matching steps' units were skipped, then caught up
+
+
+def test_decoder_matching_off_is_the_same_file_without_its_steps(tmp_path):
+    base = randomised_residual(new_v2_model(get_family("sd1"), width=8, blocks=1, vae_approx=VAE_APPROX), std=0.05)
+    assert without_decoder_match(base) is base  # nothing to switch off: the model itself
+    with_decoder_match(base, {2: (3, 0.1, 0.05), 4: (3, 0.2, 0.01)}).save(tmp_path / "matched.safetensors")
+    fast = load_model(tmp_path / "matched.safetensors", decoder_match=False)
+    assert fast.config == base.config and fast.info.provenance == base.info.provenance
+    z = load_tiny_autoencoder("sd1", [VAE_APPROX]).encode(smooth_image(32, seed=8))
+    assert torch.equal(upscale_latent(fast, z, 2), upscale_latent(base, z, 2))
 
 
 def test_training_warm_starts_from_a_shipped_residual(tmp_path):

@@ -232,8 +232,9 @@ def test_our_widget_values_are_valid(path):
             scale, tile = node["widgets_values"]
             assert 1.0 <= scale <= 4.0 and tile >= 0
         if node["type"] == "LUAModelLoader":
-            name, dtype = node["widgets_values"]
+            name, dtype, matching = node["widgets_values"]
             assert dtype in ("auto", "fp32", "bf16", "fp16") and name.endswith((".safetensors", ".sft", ".pth"))
+            assert matching == "on"  # what the bundled models' quality numbers measure
 
 
 MODEL_FILE = re.compile(r".+\.(safetensors|sft|pth|ckpt|pt)$")

@@ -247,11 +247,17 @@ def bundled_cost_rows() -> list[str]:
             "",
             f"Every bundled model on {c['device']} ({c['threads']} threads), x2 to 1024² px against the same decode:",
             "",
-            "| file | prior back-projection steps | decoder-matching steps | x2 | share of SDXL VAE decode |",
-            "|---|---|---|---|---|",
+            "| file | prior back-projection steps | decoder-matching steps | x2 | share of SDXL VAE decode "
+            "| with Load LUA Model's decoder_matching off |",
+            "|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| `{b['file']}` | {b['refine_steps']} | {b.get('match_steps', 0)} | {b['x2_s']:.3f} s | {b['share_of_decode']:.1%} |"
+            f"| `{b['file']}` | {b['refine_steps']} | {b.get('match_steps', 0)} | {b['x2_s']:.3f} s | {b['share_of_decode']:.1%} "
+            + (
+                f"| {b['x2_s_without_match']:.3f} s, {b['share_of_decode_without_match']:.1%} |"
+                if "x2_s_without_match" in b
+                else "| same (nothing to switch off) |" if not b.get("match_steps") else "| not timed |"
+            )
             for b in c["bundled"]
         ]
     return lines

@@ -207,8 +207,10 @@ class ReencodePrior(nn.Module):
         D(latent) elsewhere; the mask (smooth share of each latent pixel's 8x8 block, spread one latent pixel)
         leaves the latent of textured areas exactly as it was (Adam would move them by its step size)."""
         weight = smooth_weight(up, sigma)
-        target = weight * up + (1 - weight) * self.decode(latent)
         mask = F.max_pool2d(F.avg_pool2d(weight, PIXEL_FACTOR), 3, 1, 1)
+        if not mask.any():  # nothing smooth (a textured tile): the steps could only return `latent` itself
+            return latent
+        target = weight * up + (1 - weight) * self.decode(latent)
         # ComfyUI runs nodes under inference mode; tensors made there (inputs, even weights loaded there) cannot
         # take part in autograd, so the steps work on clones made outside it
         with torch.inference_mode(False), torch.enable_grad():

@@ -120,12 +120,13 @@ class ComfyExtension(ABC):
 def node_info(cls: type[ComfyNode]) -> dict:
     """The /object_info entry ComfyUI serves for a V3 node (the fields the pack and its tests rely on)."""
     schema = cls.define_schema()
-    required = {}
+    sections = {"required": {}, "optional": {}}
     for i in schema.inputs:
-        required[i.id] = (i.io_type, i.as_dict())
+        sections["optional" if i.optional else "required"][i.id] = (i.io_type, i.as_dict())
+    sections = {k: v for k, v in sections.items() if v or k == "required"}
     return {
-        "input": {"required": required},
-        "input_order": {"required": list(required)},
+        "input": sections,
+        "input_order": {k: list(v) for k, v in sections.items()},
         "output": [o.io_type for o in schema.outputs],
         "output_name": [o.display_name or o.io_type for o in schema.outputs],
         "output_tooltips": [o.tooltip for o in schema.outputs],
