@@ -257,7 +257,7 @@ def add_upscale_parser(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--no-decoder-match",
         action="store_true",
-        help="skip the decoder-matching steps some v2 files carry (5-20x faster on a CPU; flat areas may show "
+        help="skip the decoder-matching steps some v2 files carry (3-10x faster on a CPU; flat areas may show "
         "the tiny decoder's grain)",
     )
     s.add_argument("--overwrite", action="store_true", help="replace an existing output latent (never a model)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .errors import LUAError
@@ -31,6 +33,7 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
+@functools.cache  # asked once per tile by decoder matching; the CPU does not change
 def cpu_has_native_bf16() -> bool:
     """True on x86 CPUs with AMX or AVX-512 bf16 (bf16 autocast is slower than fp32 elsewhere)."""
     try:

@@ -146,7 +146,7 @@ def with_decoder_match(model: LUAModel, by_scale: dict[int, tuple[int, float, fl
 
 
 def without_decoder_match(model: LUAModel) -> LUAModel:
-    """The model with decoder matching off on every head: 5-20x faster on a CPU where a file has it, at the price
+    """The model with decoder matching off on every head: 3-10x faster on a CPU where a file has it, at the price
     of the tiny decoder's grain in flat areas (README, "What a v2 model costs"); other models come back as they
     are."""
     cfg = model.config

@@ -145,8 +145,8 @@ class LUAModelLoader(io.ComfyNode):
                     optional=True,  # workflows and API prompts saved before it existed still run (as "on")
                     tooltip="on: the bundled SDXL, FLUX.1 and FLUX.2 models polish flat areas (sky, skin, bokeh) "
                     "with a few steps of the tiny VAE decoder, which keeps them free of grain and is what their "
-                    "quality numbers measure. off: skip those steps, 5-20x faster on a CPU (x2 to 1024 px: seconds "
-                    "instead of one to two minutes); flat areas may show a fine grain, and FLUX.1 then scores below "
+                    "quality numbers measure. off: skip those steps, 3-10x faster on a CPU (x2 to 1024 px: 4-17 s "
+                    "instead of 36-59 s); flat areas may show a fine grain, and FLUX.1 then scores below "
                     "pixel bicubic. Other models ignore it.",
                 ),
             ],

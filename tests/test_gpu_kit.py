@@ -96,6 +96,9 @@ def test_pipeline_tiling_compile_and_targets_are_reported(smoke_dir):
     cost = res["cost"]
     for key in ("v2_x2_s", "v1_x2_s", "sdxl_vae_decode_s", "v2_share_of_decode", "v1_share_of_decode"):
         assert isinstance(cost[key], float) and cost[key] > 0, key
+    decodes = (cost["sdxl_vae_decode_first_s"], cost["sdxl_vae_decode_last_s"])  # timed first and last: drift shows
+    assert cost["sdxl_vae_decode_s"] == pytest.approx(sum(decodes) / 2, abs=1e-4)
+    assert cost["v2_share_of_decode"] == pytest.approx(cost["v2_x2_s"] / cost["sdxl_vae_decode_s"], rel=1e-3)
     assert cost["v2_model"].startswith("models/lua-sdxl-small.safetensors") and cost["target_v2_share"] == 0.15
     matched = [b for b in cost["bundled"] if b["match_steps"]]  # timed again with decoder_matching off
     assert matched and all(b["x2_s_without_match"] > 0 and "share_of_decode_without_match" in b for b in matched)

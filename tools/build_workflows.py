@@ -311,7 +311,7 @@ WORKFLOWS: dict[str, Workflow] = {
     DEMO_WORKFLOW: Workflow(
         "Model-free demo: ComfyUI's own example.png, encoded with the tiny SDXL autoencoder (taesdxl), LUA x2, "
         "decoded, saved. Needs nothing beyond the pack: its bundled SDXL model and taesdxl (listed in Load VAE). "
-        "On a CPU the x2 takes minutes; Load LUA Model's decoder_matching off makes it 5-20x "
+        "On a CPU the x2 takes a minute or more; Load LUA Model's decoder_matching off makes it 3-10x "
         "faster, at the price of a fine grain in flat areas.",
         {
             1: Node("LoadImage", ["example.png", "image"]),

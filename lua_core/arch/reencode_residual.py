@@ -28,6 +28,7 @@ Everything inside works on the family's scaled, unpacked latent (what the tiny a
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass
 
@@ -35,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..devices import cpu_has_native_bf16
 from ..errors import UnknownConfigKeys
 from .taesd import make_decoder, make_encoder
 
@@ -171,6 +173,17 @@ def smooth_weight(pixels: torch.Tensor, sigma: float) -> torch.Tensor:
     return (1 - var.clamp_min(0).sqrt() / sigma).clamp(0, 1)
 
 
+def match_autocast(latent: torch.Tensor) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the decoder-matching steps of an fp32 latent on a CPU with native bf16, else nothing.
+
+    The steps are an optimisation that corrects its own rounding, so bf16 gradients land where fp32 ones do
+    (SDXL, 8 held-out images: x2 27.6456 vs 27.6472 dB, x4 24.5466 vs 24.5375) in a third of the time (AMX,
+    2 threads); the latent itself and its update stay fp32. Elsewhere bf16 is emulated and slower than fp32."""
+    if latent.device.type == "cpu" and latent.dtype == torch.float32 and cpu_has_native_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 class ReencodePrior(nn.Module):
     """decode -> bicubic -> encode with the family's tiny autoencoder, on the scaled unpacked latent."""
 
@@ -213,7 +226,7 @@ class ReencodePrior(nn.Module):
         target = weight * up + (1 - weight) * self.decode(latent)
         # ComfyUI runs nodes under inference mode; tensors made there (inputs, even weights loaded there) cannot
         # take part in autograd, so the steps work on clones made outside it
-        with torch.inference_mode(False), torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad(), match_autocast(latent):
             params = {k: v.clone() for k, v in self.decoder.named_parameters()}
             start, target, mask = latent.float().clone(), target.float().clone(), mask.float().clone()
             delta = torch.zeros_like(start, requires_grad=True)
