@@ -280,7 +280,7 @@ def test_decoder_matching_tiles_alike_and_counts_its_progress():
 
 
 def test_decoder_matching_steps_run_in_bf16_only_on_a_cpu_with_native_bf16_and_land_where_fp32_steps_do(monkeypatch):
-    """On an fp32 model on a CPU with AMX / AVX-512 bf16 the matching steps autocast to bf16 (3x faster); the result
+    """On an fp32 model on a CPU with AMX / AVX-512 bf16 the matching steps autocast to bf16 (faster); the result
     decodes as the fp32 steps' does. Elsewhere (no native bf16, or a model already in bf16) nothing changes."""
     import lua_core.arch.reencode_residual as rr
 
