@@ -372,6 +372,9 @@ def test_training_one_head_leaves_the_trunk_and_the_other_heads_exactly_as_the_s
     assert prov["trained_heads"] == ["x2"] and prov["residual_gain"] == {"x4": 0.25} and "residual_disabled" not in prov
     assert prov["decoder_match_by_head"] == {"x4": [10, 0.2, 0.05]} and prov["continued_from"]["file"] == "shipped.safetensors"
     assert prov["prior_refinement_why"] == "alone; then x2 learned a residual over it (train-v2 --train-heads)"
+    again = str(tmp_path / "trained.safetensors")  # x2 learns once more over the trained file: said once still
+    again_cfg = replace(cfg, run_dir=str(tmp_path / "again"), init_from=again, prior_from=again)
+    assert ResidualTrainer(again_cfg, say=lambda _: None).kept_provenance()["prior_refinement_why"] == prov["prior_refinement_why"]
     with pytest.raises(ValueError, match=r"--train-heads \(8,\) must be among --scales \(2, 4\)"):
         replace(cfg, train_heads=(8,))
     with pytest.raises(ValueError, match="give --init-from FILE"):
@@ -445,7 +448,8 @@ def test_warm_start_into_the_error_variant_starts_as_the_shipped_file_and_caches
 def test_window_loss_has_no_window_edges_it_is_the_whole_tile_decode_plus_the_residuals_change(tmp_path):
     """pixel_loss decodes a window of the crop (with decode_context latent pixels around it); inference decodes the
     whole image. With the tile's decoded prior in the batch, an untrained model's loss is exactly the whole-tile
-    decode's L1 in the window (no edge errors), and a residual is scored by what it changes in the decode."""
+    decode's L1 (or squared error) in the window (no edge errors), and a residual is scored by what it changes in the
+    decode."""
     from conftest import TRAIN_IMAGES
 
     from lua_core.train.residual import ResidualTrainConfig, ResidualTrainer, pixel_loss
@@ -478,7 +482,12 @@ def test_window_loss_has_no_window_edges_it_is_the_whole_tile_decode_plus_the_re
         assert abs(pixel_loss(net, batch, 2, window_only, no_amp).item() - whole_tile) < 1e-5
         edges = abs(pixel_loss(net, no_baseline, 2, window_only, no_amp).item() - whole_tile)
         edges_with_context = abs(pixel_loss(net, no_baseline, 2, cfg, no_amp).item() - whole_tile)
+        squared = pixel_loss(net, batch, 2, replace(cfg, loss="mse"), no_amp).item()
+        whole_tile_squared = F.mse_loss(inner(batch["prior_pix"]), inner(batch["hr"])).item()
     assert abs(loss - whole_tile) < 1e-5  # untrained: exactly the whole-tile decode, no window edges
+    assert abs(squared - whole_tile_squared) < 1e-6 and squared < loss  # --loss mse scores the same pixels squared
+    with pytest.raises(ValueError, match=r"--loss 'l2': use one of l1, mse"):
+        replace(cfg, loss="l2")
     assert edges > 1e-3  # what the window decode alone adds (what residuals used to learn)
     assert edges_with_context < edges  # decoding the context moves the decoder's edges away from the scored part
     with pytest.raises(ValueError, match=r"--decode-context 5 must be between 0 and --context 4: use --decode-context 0\.\.4"):

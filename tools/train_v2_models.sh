@@ -70,6 +70,10 @@
 #   IMAGES=150 MINUTES=30 HEADS=1 bash tools/train_v2_models.sh runs/heads-sd3 sd3:4
 #   FLUX.1 x2 (a GPU-trained head, not a prior-only one) lost to the shipped head on images 17-32 and kept its file:
 #   IMAGES=60 MINUTES=15 HEADS=1 bash tools/train_v2_models.sh runs/heads-flux1 flux1:2   (.../flux1-head-x2-rejected.json)
+#   LOSS=mse (train-v2 --loss mse: squared error instead of L1) made the 2026-12-06 FLUX.2 x4 head (+0.043 dB on the
+#   report at gain 3/4, .../flux2-head-x4.json; runs/heads-flux2-x4/flux2/cache linked to the x2 run's tile cache):
+#   LOSS=mse MINUTES=30 HEADS=1 bash tools/train_v2_models.sh runs/heads-flux2-x4 flux2:4
+#   and left SD3 x4 as it was (LOSS=mse IMAGES=150 MINUTES=30 ... runs/heads-sd3-mse sd3:4, .../sd3-head-x4-mse-rejected.json)
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -150,7 +154,7 @@ if [ "${HEADS:-0}" = 1 ]; then  # one head learns over the bundled trunk; the ot
     $PY -m lua_core train-v2 --family "$fam" --data "${DATA[@]}" --prior-from "$shipped" --init-from "$shipped" \
         --train-heads "$head" --inputs latent+prior+pixels --width "${shape% *}" --blocks "${shape#* }" --run-dir "$run" \
         --images-per-folder "${IMAGES:-0}" --synthetic-tiles 16 --tile 256 --crop 96 --context 8 --decode-context 8 --batch 4 \
-        --lr 3e-4 --steps 0 --minutes "${MINUTES:-40}" --ema 0.995 --save-every 50 --amp off \
+        --lr 3e-4 --loss "${LOSS:-l1}" --steps 0 --minutes "${MINUTES:-40}" --ema 0.995 --save-every 50 --amp off \
         --export "$RUNS/$fam.safetensors" --note "x$head stem and head trained over the bundled file's trunk and x$head prior (CPU)" \
         "${resume[@]}"
     $PY tools/select_v2_heads.py --candidate "$RUNS/$fam.safetensors" --heads "x$head" \

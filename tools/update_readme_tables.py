@@ -319,6 +319,7 @@ def training_runs(prov: dict) -> str:
         f"{r.get('trained_steps')} steps ({r.get('train_minutes')} min, {r.get('tiles')} tiles, {r.get('date', '')}"
         + (f", {r.get('hardware')}" if len(hardware) > 1 else "")
         + (f", {' and '.join(r['trained_heads'])} head alone" if r.get("trained_heads") else "")
+        + (f", {r['loss'].upper()} loss" if r.get("loss", "l1") != "l1" else "")  # runs without the key were L1
         + ")"
         for r in reversed(runs)
     ]

@@ -4,9 +4,9 @@
         --vae-approx ../shared/vae_approx --run-dir runs/v2-sdxl --steps 1200 --export runs/v2-sdxl.safetensors
 
 Each step trains one head (the scales take turns) on a batch of random crops: the residual network
-sees the crop's latent, prior and decoded pixels; the loss is L1 between the tiny decoder's output of
-the prediction in a window of the crop and the HR pixels, with the window's edge errors taken out
-(`pixel_loss`): the one term, so all of the gradient serves decoded quality. `state.pt` in the run folder makes every run
+sees the crop's latent, prior and decoded pixels; the loss is L1 (or, with --loss mse, the squared error PSNR
+scores) between the tiny decoder's output of the prediction in a window of the crop and the HR pixels, with the
+window's edge errors taken out (`pixel_loss`): the one term, so all of the gradient serves decoded quality. `state.pt` in the run folder makes every run
 resumable (`--resume`); the exported file carries the EMA weights and its own tiny autoencoder.
 """
 
@@ -31,6 +31,8 @@ from ..families import get_family
 from ..fileio import atomic_write
 from ..model import LUAModel, new_v2_model, new_v2_model_over_prior
 from .prior_tiles import TileCrops, TileSpec, build_tiles
+
+PIXEL_LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,10 @@ class ResidualTrainConfig:
     border: int = 16  # HR pixels trimmed from each side of the decoded window before the pixel loss
     context: int = 4  # output latent pixels around the window on each side that f sees (divisible by the scales)
     decode_context: int = 4  # of those, the ones decoded with the window (<= context; see `pixel_loss`)
+    # l1 or mse. L1 heads scored best on held-out images at a fraction of their strength (tools/select_v2_heads.py:
+    # x4 gains of 1/4 everywhere): L1 learns the median of the details a crop could have, where PSNR rewards their
+    # mean, which is what a squared error learns
+    loss: str = "l1"
     batch: int = 8
     lr: float = 5e-4
     steps: int = 600  # length of the cosine schedule; 0 = the schedule spans `minutes` of training time instead
@@ -97,6 +103,8 @@ class ResidualTrainConfig:
             raise ValueError(f"--train-heads {self.train_heads} must be among --scales {self.scales}")
         if self.train_heads and not self.init_from:
             raise ValueError("--train-heads trains some heads over a trained trunk: give --init-from FILE")
+        if self.loss not in PIXEL_LOSSES:
+            raise ValueError(f"--loss {self.loss!r}: use one of {', '.join(PIXEL_LOSSES)}")
         if not 0 <= self.native_fraction <= 1:
             raise ValueError(f"--native-fraction {self.native_fraction} is a share of tiles: use 0..1")
         if not 0 <= self.decode_context <= self.context:
@@ -141,7 +149,7 @@ class StepSampler(Sampler[int]):
 def pixel_loss(
     net: ReencodeResidual, batch: dict[str, torch.Tensor], scale: int, cfg: ResidualTrainConfig, amp
 ) -> torch.Tensor:
-    """L1 between the decoded prediction and HR in the crop's central window, inside the border.
+    """`cfg.loss` (L1 or MSE) between the decoded prediction and HR in the crop's central window, inside the border.
 
     A step cannot afford to decode whole images, so it decodes the window plus `decode_context` latent pixels of the
     crop's context around it: the decoder's zero padding then sits that far from the scored pixels, where a residual
@@ -167,7 +175,7 @@ def pixel_loss(
         decoded = decoded - edges
     hr = batch["hr"][..., px : px + h, px : px + w]
     t = cfg.decode_context * PIXEL_FACTOR + cfg.border  # the window, inside its border
-    return F.l1_loss(decoded[..., t:-t, t:-t], hr[..., t:-t, t:-t])
+    return PIXEL_LOSSES[cfg.loss](decoded[..., t:-t, t:-t], hr[..., t:-t, t:-t])
 
 
 def crop_latent(cfg: ResidualTrainConfig, scale: int) -> int:
@@ -273,7 +281,7 @@ class ResidualTrainer:
         from ..model import load_model
 
         earlier = load_model(self.cfg.init_from).info.provenance or {}
-        keep = ("trained_steps", "train_minutes", "tiles", "batch", "hardware", "date", "trained_heads", "continued_from")
+        keep = ("trained_steps", "train_minutes", "tiles", "batch", "loss", "hardware", "date", "trained_heads", "continued_from")
         return {
             "continued_from": {"file": Path(self.cfg.init_from).name, **{k: earlier[k] for k in keep if k in earlier}}
         }
@@ -294,8 +302,9 @@ class ResidualTrainer:
             off = [h for h in earlier.get("residual_disabled", []) if h not in trained]
             out["trained_heads"] = trained
             retrained = [h for h in out.get("prior_refinement_by_head", {}) if h in trained]
-            if retrained:  # the setting was chosen for the prior alone; say what came after
-                out["prior_refinement_why"] += f"; then {' and '.join(retrained)} learned a residual over it (train-v2 --train-heads)"
+            then = f"; then {' and '.join(retrained)} learned a residual over it (train-v2 --train-heads)"
+            if retrained and not out["prior_refinement_why"].endswith(then):  # said once, however often a head retrains
+                out["prior_refinement_why"] += then  # the setting was chosen for the prior alone; say what came after
             if gains:
                 out.update(residual_gain=gains, residual_gain_why=earlier["residual_gain_why"])
             if off:
@@ -401,6 +410,7 @@ class ResidualTrainer:
             "data": [Path(d).name for d in self.cfg.data],
             "tiles": self.n_tiles,
             "batch": self.cfg.batch,
+            **({"loss": self.cfg.loss} if self.cfg.loss != "l1" else {}),  # files before the option were all L1
             "hardware": f"{torch.get_num_threads()} CPU threads"
             if not torch.cuda.is_available()
             else torch.cuda.get_device_name(),
