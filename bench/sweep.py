@@ -22,8 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 
-STAGE_TOTAL = 4000  # nominal steps; --fit-minutes rescales them to the budget keeping the shares
-
 VARIANTS: dict[str, dict] = {
     "base": {},
     "width-32": {"embed_dim": 32, "head_num_feat": 32},

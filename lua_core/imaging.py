@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,13 +33,6 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     if img.ndim == 4:
         img = img[0]
     return (img.detach().float().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
-def save_png(img: torch.Tensor | np.ndarray, path: str | os.PathLike) -> None:
-    """Write an RGB image (tensor in [0, 1] or uint8 array) as PNG, creating the folder."""
-    arr = img if isinstance(img, np.ndarray) else to_uint8(img)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
 
 
 def bicubic_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -66,14 +66,16 @@
 #   alone (--heads) on held-out images 17-32, and the same report and keep-if-better steps:
 #   HEADS=1 bash tools/train_v2_models.sh runs/heads flux2:2     (how the 2026-12-06 FLUX.2 file was made: x2 +0.14 dB
 #   on the report, bench/results/selection/flux2-head-x2.json), and with fewer images and minutes the 2026-12-06 SD3 file
-#   (x4 +0.037 dB on the report at gain 1/4, bench/results/selection/sd3-head-x4.json):
+#   (x4 +0.037 dB on the report at gain 1/4, bench/results/selection/sd3-head-x4-l1-150-images.json):
 #   IMAGES=150 MINUTES=30 HEADS=1 bash tools/train_v2_models.sh runs/heads-sd3 sd3:4
 #   FLUX.1 x2 (a GPU-trained head, not a prior-only one) lost to the shipped head on images 17-32 and kept its file:
 #   IMAGES=60 MINUTES=15 HEADS=1 bash tools/train_v2_models.sh runs/heads-flux1 flux1:2   (.../flux1-head-x2-rejected.json)
 #   LOSS=mse (train-v2 --loss mse: squared error instead of L1) made the 2026-12-06 FLUX.2 x4 head (+0.043 dB on the
 #   report at gain 3/4, .../flux2-head-x4.json; runs/heads-flux2-x4/flux2/cache linked to the x2 run's tile cache):
 #   LOSS=mse MINUTES=30 HEADS=1 bash tools/train_v2_models.sh runs/heads-flux2-x4 flux2:4
-#   and left SD3 x4 as it was (LOSS=mse IMAGES=150 MINUTES=30 ... runs/heads-sd3-mse sd3:4, .../sd3-head-x4-mse-rejected.json)
+#   and left SD3 x4 as it was on 150 images per folder (LOSS=mse IMAGES=150 MINUTES=30 ... runs/heads-sd3-mse sd3:4,
+#   .../sd3-head-x4-mse-rejected.json); on every image it made the 2026-12-06 SD3 file (x4 +0.0025 dB on the report):
+#   LOSS=mse IMAGES=0 MINUTES=30 HEADS=1 bash tools/train_v2_models.sh runs/heads-sd3-mse-all sd3:4
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -60,11 +60,6 @@ class LUAConfig:
         if problems:
             raise ValueError("invalid LUA config: " + "; ".join(problems))
 
-    @property
-    def head_names(self) -> list[str]:
-        """Names of the heads in ModuleDict order, e.g. ['x2', 'x4']."""
-        return [f"x{s}" for s in self.scales]
-
     def to_json(self) -> str:
         """JSON text of this config (as stored in checkpoint metadata)."""
         return json.dumps(asdict(self), sort_keys=True)

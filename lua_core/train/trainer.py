@@ -326,7 +326,7 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
     def _install_signal_handlers(self) -> None:
-        def handler(signum, frame):
+        def handler(signum, _frame):
             self._stop = True
             self.say(f"\nsignal {signum}: stopping after this step (state will be saved)")
 
