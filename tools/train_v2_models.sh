@@ -76,6 +76,7 @@
 #   and left SD3 x4 as it was on 150 images per folder (LOSS=mse IMAGES=150 MINUTES=30 ... runs/heads-sd3-mse sd3:4,
 #   .../sd3-head-x4-mse-rejected.json); on every image it made the 2026-12-06 SD3 file (x4 +0.0025 dB on the report):
 #   LOSS=mse IMAGES=0 MINUTES=30 HEADS=1 bash tools/train_v2_models.sh runs/heads-sd3-mse-all sd3:4
+#   and left FLUX.1 x2 as it was (LOSS=mse IMAGES=0 MINUTES=25 ... runs/heads-flux1-mse-all flux1:2, .../flux1-head-x2-mse-rejected.json)
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
