@@ -192,8 +192,10 @@ FLAT_MARGIN = 2 / 255
 
 
 @torch.no_grad()
-def flat_region_deviation(model: LUAModel, ae: TinyAutoencoder, hr: torch.Tensor, scale: int = 2) -> dict[str, float]:
-    """Worst-1 % colour error on a smooth image [1, 3, S, S] of LUA, pixel bicubic and the AE's own round trip."""
+def flat_region_outputs(
+    model: LUAModel, ae: TinyAutoencoder, hr: torch.Tensor, scale: int = 2
+) -> dict[str, torch.Tensor]:
+    """Decoded RGB of LUA, pixel bicubic and the AE's own round trip for a smooth image [1, 3, S, S]."""
     size = tuple(hr.shape[-2:])
     z = ae.encode(bicubic_resize(hr, (size[0] // scale, size[1] // scale)).clamp(0, 1))
     outputs = {
@@ -201,9 +203,17 @@ def flat_region_deviation(model: LUAModel, ae: TinyAutoencoder, hr: torch.Tensor
         "pixel_bicubic": bicubic_resize(ae.decode(z).clamp(0, 1), size),
         "ceiling": ae.decode(ae.encode(hr)),
     }
-    return {
-        k: float((v.clamp(0, 1) - hr).abs().mean(1).flatten().quantile(FLAT_QUANTILE)) for k, v in outputs.items()
-    }
+    return {k: v.clamp(0, 1) for k, v in outputs.items()}
+
+
+def worst_colour_error(output: torch.Tensor, hr: torch.Tensor) -> float:
+    """The worst-1 % per-pixel colour error (mean over RGB) of `output` against `hr`."""
+    return float((output - hr).abs().mean(1).flatten().quantile(FLAT_QUANTILE))
+
+
+def flat_region_deviation(model: LUAModel, ae: TinyAutoencoder, hr: torch.Tensor, scale: int = 2) -> dict[str, float]:
+    """Worst-1 % colour error on a smooth image [1, 3, S, S] of LUA, pixel bicubic and the AE's own round trip."""
+    return {k: worst_colour_error(v, hr) for k, v in flat_region_outputs(model, ae, hr, scale).items()}
 
 
 def smooth_images(side: int = 256) -> list[tuple[str, torch.Tensor]]:

@@ -706,3 +706,27 @@ def test_channels_last_layout_of_the_tiny_autoencoder_changes_no_output_or_gradi
         assert fast.is_contiguous()
         assert torch.allclose(fast, plain, atol=1e-5, rtol=1e-5), (fast - plain).abs().max()
         assert torch.allclose(grad_fast, grad_plain, atol=1e-4, rtol=1e-4), (grad_fast - grad_plain).abs().max()
+
+
+def test_flat_region_bench_finds_the_patches_the_check_finds():
+    """bench/flat_regions.py: its patches are exactly flat_region_failures'; a noisy residual scores below none."""
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from flat_regions import measure
+
+    from lua_core.evaluation import flat_region_failures
+
+    ae = load_tiny_autoencoder(get_family("sd1"), [VAE_APPROX])
+    painting = randomised_residual(new_v2_model(get_family("sd1"), vae_approx=VAE_APPROX), std=0.5)
+    report = measure(painting, ae, 2, side=64)
+    assert report["patches"] and report["patches"] == sorted(flat_region_failures(painting, ae, 2, side=64))
+    assert len(report["images"]) == 14 and report["images_below_pixel_bicubic"] <= 14
+    untrained = new_v2_model(get_family("sd1"), vae_approx=VAE_APPROX)
+    clean = measure(untrained, ae, 2, side=64)
+    assert clean["patches"] == sorted(flat_region_failures(untrained, ae, 2, side=64))
+    assert clean["mean_psnr"]["lua"] > report["mean_psnr"]["lua"] + 1
+    means = clean["mean_psnr"]
+    assert clean["lua_minus_pixel_bicubic_db"] == pytest.approx(means["lua"] - means["pixel_bicubic"])

@@ -202,6 +202,35 @@ def gate_summary(q: dict) -> list[str]:
     return lines
 
 
+def flat_section() -> str:
+    """Per bundled file and scale: mean PSNR on the flat and smooth images next to pixel bicubic, and any patch."""
+    f = load("flat-regions.json")
+    if f is None:
+        return "_No flat-area report yet: run `python bench/flat_regions.py`._"
+    rows = [
+        "| file | decoder matching | scale | LUA | pixel bicubic | AE round trip | LUA - pixel bicubic "
+        "| images below pixel bicubic | colour patches |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in f["files"].items():
+        for variant, label in (("as_shipped", "as shipped"), ("decoder_matching_off", "off")):
+            for sc, m in r.get(variant, {}).items():
+                mean = m["mean_psnr"]
+                rows.append(
+                    f"| `{name}` | {label} | {sc} | {mean['lua']:.2f} | {mean['pixel_bicubic']:.2f} | {mean['ceiling']:.2f} "
+                    f"| {m['lua_minus_pixel_bicubic_db']:+.2f} dB | {m['images_below_pixel_bicubic']} of {len(m['images'])} "
+                    f"| {', '.join(m['patches']) or 'none'} |"
+                )
+    head = (
+        f"Mean PSNR (dB) on six flat colours and eight smooth gradients ({f['side']} px), from "
+        f"`bench/results/flat-regions.json` ({f['date']}; rerun: `{f['command'].strip()}`). A colour patch = the worst 1 % "
+        f"of pixels more than {f['margin'] * 255:.0f}/255 further off than both pixel bicubic and the tiny autoencoder's "
+        "own round trip (the check of `tests/test_flat_regions.py`). decoder matching \"off\" = Load LUA Model's "
+        "decoder_matching off, on the heads that have it. flat(r, g, b) = a flat colour, smoothN = a random gradient."
+    )
+    return "\n".join([head, "", *rows])
+
+
 def stage_text(stages) -> str:
     """'1000,300,2400' whether the metadata stored a string (older files) or a list."""
     return ",".join(str(v) for v in stages) if isinstance(stages, list) else str(stages)
@@ -345,6 +374,7 @@ def main() -> None:
     replace(ROOT / "README.md", "perf", perf_section())
     replace(ROOT / "README.md", "quality", quality_section())
     replace(ROOT / "README.md", "cost", cost_section())
+    replace(ROOT / "README.md", "flat", flat_section())
     replace(ROOT / "models" / "README.md", "models", models_section())
     replace(ROOT / "models" / "README.md", "quality", quality_section(short=True).replace("docs/", "../docs/"))
     print("updated README.md and models/README.md")
