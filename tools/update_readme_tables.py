@@ -316,7 +316,10 @@ def models_section() -> str:
                 f"{n / 1e6:.2f} M ({prior['autoencoder']} prior included) | {path.stat().st_size / 1e6:.1f} MB | "
                 f"v2: {training_runs(prov)}, from {' + '.join(prov.get('data', []))}"
                 + (f"; {', '.join(prov['residual_disabled'])}: prior only" if prov.get("residual_disabled") else "")
-                + "".join(f"; {sc} residual at gain {g}" for sc, g in prov.get("residual_gain", {}).items())
+                + "".join(
+                    f"; {sc} residual at gain {g}" + (" (lowered for the flat-area check)" if sc in prov.get("residual_gain_trimmed", {}) else "")
+                    for sc, g in prov.get("residual_gain", {}).items()
+                )
                 + "".join(
                     f"; {sc} prior: {k} back-projection step(s) at rate {r:g}"
                     for sc, (k, r) in prov.get("prior_refinement_by_head", {}).items()
