@@ -27,7 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lua_core import load_model  # noqa: E402
-from lua_core.evaluation import FLAT_MARGIN, flat_region_outputs, smooth_images, worst_colour_error  # noqa: E402
+from lua_core.evaluation import (  # noqa: E402
+    FLAT_MARGIN,
+    colour_patch_bound,
+    flat_region_outputs,
+    smooth_images,
+    worst_colour_error,
+)
 from lua_core.metrics import psnr  # noqa: E402
 from lua_core.model import LUAModel, without_decoder_match  # noqa: E402
 from lua_core.tiny_ae import TinyAutoencoder, load_tiny_autoencoder  # noqa: E402
@@ -39,7 +45,7 @@ def measure(model: LUAModel, ae: TinyAutoencoder, scale: int, side: int) -> dict
     for name, hr in smooth_images(side):
         outputs = flat_region_outputs(model, ae, hr, scale)
         row = {k: {"psnr": float(psnr(v, hr)), "worst_error": worst_colour_error(v, hr)} for k, v in outputs.items()}
-        bound = max(row["pixel_bicubic"]["worst_error"], row["ceiling"]["worst_error"]) + FLAT_MARGIN
+        bound = colour_patch_bound({k: v["worst_error"] for k, v in row.items()})
         images[name] = {**row, "bound": bound, "patch": row["lua"]["worst_error"] > bound}
     mean = {k: statistics.fmean(r[k]["psnr"] for r in images.values()) for k in ("lua", "pixel_bicubic", "ceiling")}
     return {
@@ -72,8 +78,9 @@ def main() -> None:
         variants = {"as_shipped": (model, (2, 4)), "decoder_matching_off": (without_decoder_match(model), matched)}
         files[path.name] = {"family": model.family.name, "date": datetime.date.today().isoformat()}
         for variant, (m, scales) in variants.items():
-            if scales:
-                files[path.name][variant] = {f"x{s}": measure(m, ae, s, args.side) for s in scales}
+            if not scales:
+                continue
+            files[path.name][variant] = {f"x{s}": measure(m, ae, s, args.side) for s in scales}
             for s, r in files[path.name][variant].items():
                 print(
                     f"{path.name} {variant} {s}: LUA {r['mean_psnr']['lua']:.2f} dB, pixel bicubic "

@@ -226,12 +226,17 @@ def smooth_images(side: int = 256) -> list[tuple[str, torch.Tensor]]:
     return images
 
 
+def colour_patch_bound(worst: dict[str, float]) -> float:
+    """The most worst-1 % colour error LUA may have on an image: max(pixel bicubic, AE round trip) + FLAT_MARGIN."""
+    return max(worst["pixel_bicubic"], worst["ceiling"]) + FLAT_MARGIN
+
+
 def flat_region_failures(model: LUAModel, ae: TinyAutoencoder, scale: int = 2, side: int = 256) -> dict[str, str]:
     """The smooth images on which `model` paints colour patches at `scale` (name -> numbers); empty = none."""
     failures = {}
     for name, hr in smooth_images(side):
         d = flat_region_deviation(model, ae, hr, scale)
-        bound = max(d["pixel_bicubic"], d["ceiling"]) + FLAT_MARGIN
+        bound = colour_patch_bound(d)
         if d["lua"] > bound:
             failures[name] = f"LUA {d['lua']:.4f} > bound {bound:.4f} {d}"
     return failures

@@ -730,3 +730,27 @@ def test_flat_region_bench_finds_the_patches_the_check_finds():
     assert clean["mean_psnr"]["lua"] > report["mean_psnr"]["lua"] + 1
     means = clean["mean_psnr"]
     assert clean["lua_minus_pixel_bicubic_db"] == pytest.approx(means["lua"] - means["pixel_bicubic"])
+
+
+def test_flat_region_bench_measures_matching_off_only_on_the_heads_that_match(tmp_path, monkeypatch):
+    """bench/flat_regions.py main: every file at x2 and x4 as shipped; "off" only where a head has matching steps."""
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import flat_regions
+
+    plain = new_v2_model(get_family("sd1"), width=8, blocks=1, vae_approx=VAE_APPROX)
+    plain.save(tmp_path / "plain.safetensors")
+    with_decoder_match(plain, {2: (1, 0.2, 0.05)}).save(tmp_path / "matched.safetensors")
+    out = tmp_path / "flat.json"
+    argv = ["flat_regions.py", "--models", str(tmp_path / "plain.safetensors"), str(tmp_path / "matched.safetensors")]
+    monkeypatch.setattr(sys, "argv", [*argv, "--side", "64", "--threads", "1", "--output", str(out)])
+    flat_regions.main()
+    files = json.loads(out.read_text())["files"]
+    assert set(files["plain.safetensors"]) == {"family", "date", "as_shipped"}
+    assert set(files["plain.safetensors"]["as_shipped"]) == {"x2", "x4"}
+    assert set(files["matched.safetensors"]["decoder_matching_off"]) == {"x2"}
+    off, on = files["matched.safetensors"]["decoder_matching_off"]["x2"], files["plain.safetensors"]["as_shipped"]["x2"]
+    assert off["mean_psnr"] == pytest.approx(on["mean_psnr"])  # "off" computes what the file without matching does
