@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -32,16 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import build_workflows  # noqa: E402
 import comfyui_lab  # noqa: E402
 from comfy_env import use_stub  # noqa: E402
+from conftest import free_port  # noqa: E402
 from test_workflows import FRONTEND_ONLY, WORKFLOWS, check_ui_workflow  # noqa: E402
 
 DEMO = build_workflows.DEMO_WORKFLOW
 VAE_APPROX = comfyui_lab.SHARED / "vae_approx"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str):
@@ -87,7 +81,7 @@ def server(request, tmp_path_factory):
         im.convert("RGB").resize((im.width // 4, im.height // 4), Image.Resampling.LANCZOS).save(
             base / "input" / "example.png"
         )
-    port = _free_port()
+    port = free_port()
     log_path = base / "comfyui.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TRAIN_IMAGES, VAE_APPROX
+from conftest import ROOT, TRAIN_IMAGES, VAE_APPROX, free_port
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -195,7 +195,7 @@ def test_two_process_gloo_ddp_ends_with_identical_replicas(few_images, cache_dir
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29517",
+        str(free_port()),
         "-m",
         "lua_core",
         "train",

@@ -5,6 +5,7 @@ torchrun (train/distributed.py)."""
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import importlib.util
 import json
 import signal
@@ -423,6 +424,10 @@ class Trainer:
             self._log({"step": self.step, "replica_checksums": sums, "replicas_identical": len(set(sums)) == 1})
             if len(set(sums)) != 1:
                 raise RuntimeError(f"DDP replicas diverged: checksums {sums}")
+            # the DDP wrapper's reducer holds gloo work; freed only at interpreter exit, after the group is gone, it
+            # once aborted the process ("terminate called without an active exception"): free it while the group lives
+            self.model = self.model.module
+            gc.collect()
             self.dist.close()
 
     def export(self, path: str | None = None) -> Path:
