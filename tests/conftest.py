@@ -66,6 +66,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         _comfyui_build.wait()
 
 
+@pytest.fixture(autouse=True)
+def torch_threads_as_found():
+    """Give back torch's thread count after each test: in-process training sets it (train --threads), and the
+    float reductions of later tests (compared with a ComfyUI server's numbers, say) change with it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_config(channels: int = 4, **kw) -> LUAConfig:
     """A few-thousand-parameter LUA network: same code paths as the official one, fast on CPU."""
     base = dict(

@@ -135,15 +135,18 @@ def _demo_prompt() -> dict:
     return json.loads((ROOT / "workflows" / "api" / f"{DEMO}.json").read_text())
 
 
-def test_object_info_lists_both_nodes_as_the_stub_renders_them(server):
+def test_object_info_lists_both_nodes_as_the_stub_renders_them(server, tmp_path):
     info = _get(server.url + "/object_info")
     loader, upscale = info["LUAModelLoader"], info["LUALatentUpscale"]
     assert "lua-sdxl-small.safetensors" in loader["input"]["required"]["model_name"][1]["options"]
     assert loader["input"]["required"]["model_name"][1]["default"] == "lua-sdxl-small.safetensors"
     # the stand-in comfy_api used by the unit tests renders our schema exactly as this ComfyUI does
     use_stub()
+    import folder_paths
     from comfy_api.latest import node_info
     from test_nodes import Loader, Upscale
+
+    folder_paths.reset(str(tmp_path / "ComfyUI"))  # as the server's: no models/lua (unit tests leave theirs)
 
     for cls, live in ((Loader, loader), (Upscale, upscale)):
         want = node_info(cls)
