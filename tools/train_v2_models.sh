@@ -78,7 +78,9 @@
 #   LOSS=mse IMAGES=0 MINUTES=30 HEADS=1 bash tools/train_v2_models.sh runs/heads-sd3-mse-all sd3:4
 #   and left FLUX.1 x2 as it was (LOSS=mse IMAGES=0 MINUTES=25 ... runs/heads-flux1-mse-all flux1:2, .../flux1-head-x2-mse-rejected.json)
 #   and SD1 x4 too (LOSS=mse IMAGES=0 MINUTES=30 ... runs/heads-sd1-mse-all sd1:4: 1223 steps, -0.021 dB at its best
-#   gain on images 17-32, .../sd1-head-x4-mse-rejected.json). A MATCH=1 round over the squared-error FLUX.2 x4 head
+#   gain on images 17-32, .../sd1-head-x4-mse-rejected.json), and made the 2026-12-06 SD3 x2 head (+0.07 dB on the report at
+#   gain 3/4, .../sd3-head-x2.json): LOSS=mse IMAGES=0 MINUTES=30 HEADS=1 bash tools/train_v2_models.sh runs/s1206e sd3:2.
+#   A MATCH=1 round over the squared-error FLUX.2 x4 head
 #   (MATCH_SETTINGS=15:0.2:0.005,10:0.2:0.01,5:0.2:0.01 ... runs/match-f2x4 flux2) won on its selection images
 #   (+0.03 / +0.03 dB) and lost on the report (-0.007 / -0.056 dB): .../flux2-decoder-match-mse-head-rejected.json.
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
