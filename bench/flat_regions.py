@@ -67,16 +67,17 @@ def main() -> None:
     ap.add_argument("--update", action="store_true", help="keep the other files' entries of an existing --output")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    t0 = time.time()
     previous = json.loads(args.output.read_text()) if args.update and args.output.is_file() else {}
     files = previous.get("files", {})
     for path in args.models:
+        started = time.time()
         model = load_model(path)
         ae = load_tiny_autoencoder(model.family, [args.vae_approx])
         # decoder matching "off" only where a head has matching steps (elsewhere it computes the same)
         matched = [s for s, steps, *_ in getattr(model.config, "match_by_scale", ()) if steps]
         variants = {"as_shipped": (model, (2, 4)), "decoder_matching_off": (without_decoder_match(model), matched)}
-        files[path.name] = {"family": model.family.name, "date": datetime.date.today().isoformat()}
+        # when, how and how long per file: an --update run measures some files and keeps the others' entries
+        files[path.name] = {"family": model.family.name, "date": datetime.date.today().isoformat(), "threads": args.threads}
         for variant, (m, scales) in variants.items():
             if not scales:
                 continue
@@ -88,13 +89,12 @@ def main() -> None:
                     f"{len(r['images'])}, patches: {r['patches'] or 'none'}",
                     flush=True,
                 )
+        files[path.name]["seconds"] = round(time.time() - started, 1)
     report = {
         "date": datetime.date.today().isoformat(),
         "command": previous.get("command", "python bench/flat_regions.py " + " ".join(sys.argv[1:])),
         "side": args.side,
         "margin": FLAT_MARGIN,
-        "threads": args.threads,
-        "seconds": round(time.time() - t0, 1),
         "files": dict(sorted(files.items())),
     }
     args.output.write_text(json.dumps(report, indent=1) + "\n")

@@ -74,6 +74,12 @@ class ModelInfo:
             shape = (
                 f"residual width {cfg.width}, {cfg.blocks} blocks, inputs {cfg.inputs}; prior: "
                 f"{self.prior['autoencoder']} decode -> {cfg.resize} -> encode"
+                + (
+                    f" (x{', x'.join(map(str, cfg.upscaler_scales))}: bicubic + a learned pixel residual, width "
+                    f"{cfg.upscaler_width}, depth {cfg.upscaler_depth})"
+                    if cfg.upscaler_scales
+                    else ""
+                )
                 + (f" -> {cfg.refine_steps} back-projection step(s) at rate {cfg.refine_rate}" if cfg.refine_steps else "")
                 + "".join(f" (x{sc}: {k} step(s) at rate {r})" for sc, k, r in cfg.refine_by_scale)
                 + " (frozen, stored in the file)"

@@ -353,7 +353,7 @@ def prog_name() -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: every subcommand registered by its own module."""
     from . import demo, evaluation
-    from .train import residual
+    from .train import pixel_upscaler, residual
 
     p = argparse.ArgumentParser(prog=prog_name(), description="LUA latent upscaler tools")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -362,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_upscale_parser(sub)
     add_train_parser(sub)
     residual.add_parser(sub)
+    pixel_upscaler.add_parser(sub)
     evaluation.add_parser(sub)
     demo.add_parser(sub)
     return p

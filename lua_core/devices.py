@@ -42,3 +42,8 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def training_hardware() -> str:
+    """What a training record names as its hardware: the CUDA device, else the CPU threads torch uses."""
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else f"{torch.get_num_threads()} CPU threads"

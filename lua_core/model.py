@@ -155,6 +155,47 @@ def without_decoder_match(model: LUAModel) -> LUAModel:
     return with_decoder_match(model, {s: (0, 0.0, 0.0) for s, *_ in cfg.match_by_scale})
 
 
+def with_pixel_upscaler(model: LUAModel, scale: int, width: int | None = None, depth: int | None = None) -> LUAModel:
+    """A copy of a v2 model whose head `scale` resizes in its prior with a learned pixel upscaler
+    (arch/pixel_upscaler.py): the head's present one if it has one, else a fresh one, which is bicubic until
+    trained. Every other weight is kept. The upscalers of one file share one shape: width/depth None take the
+    file's (or the config's defaults when it has none)."""
+    cfg = model.config
+    if not isinstance(cfg, ReencodeResidualConfig):
+        raise ValueError(f"{model.info.title()} has no re-encode prior to give a pixel upscaler")
+    if scale not in cfg.scales:
+        raise ValueError(f"{model.info.title()} has no x{scale} head; it has {', '.join(f'x{s}' for s in cfg.scales)}")
+    width, depth = width or cfg.upscaler_width, cfg.upscaler_depth if depth is None else depth
+    if cfg.upscaler_scales and (width, depth) != (cfg.upscaler_width, cfg.upscaler_depth):
+        raise ValueError(
+            f"{model.info.title()} already has pixel upscalers of width {cfg.upscaler_width}, depth "
+            f"{cfg.upscaler_depth}; a file's upscalers share one shape, so give x{scale}'s the same"
+        )
+    scales = tuple(sorted({*cfg.upscaler_scales, scale}))
+    new_cfg = replace(cfg, upscaler_scales=scales, upscaler_width=width, upscaler_depth=depth)
+    net = ReencodeResidual(new_cfg)
+    missing, unexpected = net.load_state_dict(model.net.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith(f"prior.upscalers.x{scale}.") for k in missing), (missing, unexpected)
+    net = net.to(device=model.device, dtype=model.dtype)
+    return LUAModel(net.eval(), replace(model.info, config=new_cfg, provenance=dict(model.info.provenance)), model.name)
+
+
+def without_pixel_upscaler(model: LUAModel, scale: int) -> LUAModel:
+    """A copy of a v2 model whose head `scale` resizes in its prior by bicubic again (its upscaler and its record
+    dropped; every other head computes exactly what it did)."""
+    cfg = model.config
+    if not isinstance(cfg, ReencodeResidualConfig) or scale not in cfg.upscaler_scales:
+        return model
+    new_cfg = replace(cfg, upscaler_scales=tuple(s for s in cfg.upscaler_scales if s != scale))
+    net = ReencodeResidual(new_cfg).to(device=model.device, dtype=model.dtype)
+    prefix = f"prior.upscalers.x{scale}."
+    net.load_state_dict({k: v for k, v in model.net.state_dict().items() if not k.startswith(prefix)})
+    prov = dict(model.info.provenance)
+    records = {h: r for h, r in prov.pop("pixel_upscalers", {}).items() if h != f"x{scale}"}
+    prov.update({"pixel_upscalers": records} if records else {})
+    return LUAModel(net.eval(), replace(model.info, config=new_cfg, provenance=prov), model.name)
+
+
 def _with_config(model: LUAModel, cfg: ReencodeResidualConfig) -> LUAModel:
     """A copy of a v2 model under `cfg` (a config that changes no weight shape), weights and provenance kept."""
     net = ReencodeResidual(cfg).to(device=model.device, dtype=model.dtype)

@@ -296,14 +296,14 @@ def test_only_the_official_shapes_are_called_official_flux(tmp_path, official_pt
 def test_every_subcommand_registers_its_own_parser_and_handler():
     parser = build_parser()
     sub = parser._subparsers._group_actions[0]  # the subcommands action
-    assert set(sub.choices) == {"info", "convert", "upscale", "train", "train-v2", "eval", "demo"}
+    assert set(sub.choices) == {"info", "convert", "upscale", "train", "train-v2", "train-upscaler", "eval", "demo"}
     for name, subparser in sub.choices.items():
         assert callable(subparser.get_default("func")), name
 
 
 @pytest.mark.parametrize(
     "command,flag",
-    [("train", "--stage-steps"), ("train-v2", "--images-per-folder"), ("eval", "--max-side"), ("demo", "--output")],
+    [("train", "--stage-steps"), ("train-v2", "--images-per-folder"), ("train-upscaler", "--synthetic-tiles"), ("eval", "--max-side"), ("demo", "--output")],
 )
 def test_subcommand_help(command, flag, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -19,7 +19,13 @@ from lua_core.engine import plan_tiles
 from lua_core.errors import CheckpointError
 from lua_core.imaging import bicubic_resize, load_rgb, to_tensor
 from lua_core.metrics import psnr
-from lua_core.model import new_v2_model, with_decoder_match, with_prior_refinement, without_decoder_match
+from lua_core.model import (
+    new_v2_model,
+    with_decoder_match,
+    with_pixel_upscaler,
+    with_prior_refinement,
+    without_decoder_match,
+)
 from lua_core.tiny_ae import load_tiny_autoencoder
 
 pytestmark = pytest.mark.skipif(not VAE_APPROX.is_dir(), reason="needs ../shared/vae_approx (CI has it)")
@@ -161,17 +167,22 @@ def test_prior_is_frozen_and_only_the_residual_trains():
     assert all(n.split(".")[0] in ("stems", "trunk", "heads") for n in trainable)
 
 
-TILING_CASES = [  # (family, prior refinement, image): a trained-like residual; a refined prior reruns D and E
-    ("sdxl", (0, 0.0), "gradient"),
-    ("sdxl", (0, 0.0), "photo"),
-    ("sd3", (1, 0.8), "photo"),
+TILING_CASES = [  # (family, prior refinement, image, pixel upscaler): a trained-like residual; a refined prior
+    # reruns D and E; a (random) learned pixel upscaler runs inside each tile's prior
+    ("sdxl", (0, 0.0), "gradient", False),
+    ("sdxl", (0, 0.0), "photo", False),
+    ("sd3", (1, 0.8), "photo", True),
 ]
 
 
-@pytest.mark.parametrize("family,refine,image", TILING_CASES)
+@pytest.mark.parametrize("family,refine,image,upscaler", TILING_CASES)
 @pytest.mark.parametrize("scale", [2, 4])
-def test_tiled_and_untiled_decode_alike_through_the_prior(family, refine, image, scale):
+def test_tiled_and_untiled_decode_alike_through_the_prior(family, refine, image, upscaler, scale):
     model = randomised_residual(new_v2_model(get_family(family), vae_approx=VAE_APPROX, refine=refine), std=0.002)
+    if upscaler:
+        model = with_pixel_upscaler(model, scale)
+        with torch.no_grad():
+            torch.nn.init.normal_(model.net.prior.upscalers[f"x{scale}"].tail.weight, std=0.01)
     ae = load_tiny_autoencoder(family, [VAE_APPROX])
     size = {2: (384, 1536), 4: (256, 2560)}[scale]  # input latents 24x96 and 8x80: 48-pixel tiles cut them 3 and 2 ways
     if image == "photo":
@@ -391,11 +402,12 @@ def test_error_input_is_the_round_trip_error_of_the_prior_target(refine):
     net = model.net
     with torch.no_grad():
         zs = net.to_scaled(z)
-        prior, error = net.prior(net.prior.decode(zs), (128, 128), refine, with_error=True)
+        up = net.prior.upscale(net.prior.decode(zs), 2)
+        prior, error = net.prior(up, refine, with_error=True)
         target = ae.encode(bicubic_resize(ae.decode(z).clamp(0, 1), (128, 128)).clamp(0, 1))
         reference = target - ae.encode(ae.decode(target).clamp(0, 1))
         assert torch.allclose(net.to_raw(error), reference + get_family("flux1").shift_factor, atol=1e-4)
-        assert net.prior(net.prior.decode(zs), (128, 128), refine)[1] is None  # computed only when asked for
+        assert net.prior(up, refine)[1] is None  # computed only when asked for
     assert net.input_channels(2) == 16 + 16 * 4 + 3 * 64 + 16 * 4
     assert net.progress_calls(2) == sum(isinstance(m, torch.nn.Conv2d) for m in net.prior.modules()) * 2 + 1
     assert torch.equal(upscale_latent(model, z, 2), net.to_raw(prior))  # untrained: still exactly the prior
@@ -433,7 +445,7 @@ def test_warm_start_into_the_error_variant_starts_as_the_shipped_file_and_caches
     assert crop["error"].shape == crop["prior"].shape and crop["error"].abs().max() > 0
     with torch.no_grad():  # the cached error is what the network computes for the tile's prior at inference
         tile = trainer.crops[2].t
-        _, error = trainer.net.prior(tile["pix2"][:1], tuple(tile["hr"].shape[-2:]), (1, 0.5), with_error=True)
+        _, error = trainer.net.prior(trainer.net.prior.upscale(tile["pix2"][:1], 2), (1, 0.5), with_error=True)
     assert torch.allclose(error, tile["error2"][:1], atol=1e-5)
     batch = {k: v[None] for k, v in crop.items()}
     pixel_loss(trainer.net, batch, 2, cfg, torch.autocast("cpu", enabled=False)).backward()
@@ -749,7 +761,8 @@ def test_flat_region_bench_measures_matching_off_only_on_the_heads_that_match(tm
     monkeypatch.setattr(sys, "argv", [*argv, "--side", "64", "--threads", "1", "--output", str(out)])
     flat_regions.main()
     files = json.loads(out.read_text())["files"]
-    assert set(files["plain.safetensors"]) == {"family", "date", "as_shipped"}
+    assert set(files["plain.safetensors"]) == {"family", "date", "threads", "seconds", "as_shipped"}
+    assert files["plain.safetensors"]["threads"] == 1 and files["plain.safetensors"]["seconds"] > 0
     assert set(files["plain.safetensors"]["as_shipped"]) == {"x2", "x4"}
     assert set(files["matched.safetensors"]["decoder_matching_off"]) == {"x2"}
     off, on = files["matched.safetensors"]["decoder_matching_off"]["x2"], files["plain.safetensors"]["as_shipped"]["x2"]

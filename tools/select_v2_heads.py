@@ -126,7 +126,10 @@ def main() -> None:
     prov = dict(chosen.info.provenance)  # the record of heads not chosen here stays
     disabled = sorted({*(h for h in prov.get("residual_disabled", []) if h not in best), *(h for h, g in best.items() if not g)})
     gain_record = {h: g for h, g in prov.get("residual_gain", {}).items() if h not in best}
-    gain_record.update({sc: g for sc, g in best.items() if 0 < g < 1})
+    # a candidate that already ships a head at a gain (a bundled file with a new prior, UPSCALER=1 in
+    # tools/train_v2_models.sh) scales that head again: the record keeps the gain over the residual as trained
+    earlier = candidate.info.provenance.get("residual_gain", {})
+    gain_record.update({sc: round(g * earlier.get(sc, 1.0), 4) for sc, g in best.items() if 0 < g * earlier.get(sc, 1.0) < 1})
     for key in ("residual_disabled", "residual_disabled_why", "residual_gain", "residual_gain_why"):
         prov.pop(key, None)
     if disabled:

@@ -83,6 +83,19 @@
 #   A MATCH=1 round over the squared-error FLUX.2 x4 head
 #   (MATCH_SETTINGS=15:0.2:0.005,10:0.2:0.01,5:0.2:0.01 ... runs/match-f2x4 flux2) won on its selection images
 #   (+0.03 / +0.03 dB) and lost on the report (-0.007 / -0.056 dB): .../flux2-decoder-match-mse-head-rejected.json.
+# UPSCALER=1 (2026-12-07, CPU): per FAMILY[:SCALES] argument (default both heads), each head's prior gets a learned
+#   pixel upscaler (arch/pixel_upscaler.py; `python -m lua_core train-upscaler`, MINUTES each, default 12, WIDTH and
+#   DEPTH if not 32 and 5) over the bundled file, every other weight kept; then select_v2_heads.py chooses every
+#   head's residual gain again over the new prior (a factor on the gain it shipped with) on images 17-32, and the
+#   same report and keep-if-better steps: UPSCALER=1 bash tools/train_v2_models.sh runs/upscaler sdxl flux1:2
+#   The 2026-12-07 SDXL file: UPSCALER=1 WIDTH=48 DEPTH=6 MINUTES=10 ... runs/s1207-up sdxl (x4 +0.33 dB on the report,
+#   refused: zero-padded convs painted bands along flat images' edges, .../sdxl-pixel-upscaler-round1-x4-patches.json;
+#   since then replicate padding and 128 synthetic tiles), then x4 again over the x2 run's file:
+#   python -m lua_core train-upscaler --model runs/s1207-up/sdxl-x2.safetensors --scale 4 --data <both folders>
+#     --run-dir runs/s1207-up/sdxl-x4b --minutes 10 --width 48 --depth 6 --export runs/s1207-up/sdxl-x4b.safetensors
+#   select_v2_heads.py --heads x4 (.../sdxl-pixel-upscaler.json), and x2's upscaler dropped again
+#   (lua_core.model.without_pixel_upscaler: with replicate padding it scored 0.0006 dB below the file on the report),
+#   then the report and keep-if-better steps: x4 21.93 -> 22.40 dB, x2 unchanged.
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -146,6 +159,25 @@ if [ "${MATCH:-0}" = 1 ]; then  # no training: each head gets the decoder-matchi
     $PY tools/match_decoder_heads.py --model "models/lua-$fam-small.safetensors" ${MATCH_SETTINGS:+--settings "$MATCH_SETTINGS"} \
         --photos "${PHOTOS:-6}" --limit "${LIMIT:-6}" \
         --output "$RUNS/$fam-selected.safetensors" --report "bench/results/selection/$fam-decoder-match.json"
+    report_and_keep "$fam"
+  done
+  exit 0
+fi
+
+if [ "${UPSCALER:-0}" = 1 ]; then  # each head's prior resizes with a learned pixel upscaler; then gains again
+  start_runs
+  for arg in ${*:-sdxl flux1 sd3 sd1 flux2}; do
+    fam=${arg%:*} heads=2,4
+    [ "$arg" != "$fam" ] && heads=${arg#*:}
+    model="models/lua-$fam-small.safetensors"
+    for head in ${heads//,/ }; do
+      $PY -m lua_core train-upscaler --model "$model" --scale "$head" --data "${DATA[@]}" --run-dir "$RUNS/$fam-x$head" \
+          --minutes "${MINUTES:-12}" ${WIDTH:+--width "$WIDTH"} ${DEPTH:+--depth "$DEPTH"} --resume \
+          --export "$RUNS/$fam-x$head.safetensors"
+      model="$RUNS/$fam-x$head.safetensors"
+    done
+    $PY tools/select_v2_heads.py --candidate "$model" --output "$RUNS/$fam-selected.safetensors" \
+        --report "bench/results/selection/$fam-pixel-upscaler.json"
     report_and_keep "$fam"
   done
   exit 0

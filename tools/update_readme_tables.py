@@ -325,6 +325,12 @@ def models_section() -> str:
                     for sc, (k, r) in prov.get("prior_refinement_by_head", {}).items()
                 )
                 + "".join(
+                    f"; {sc} prior resized by a learned pixel upscaler (width {config.upscaler_width}, depth "
+                    f"{config.upscaler_depth}: {r['trained_steps']} steps, {r['train_minutes']} min, {r['tile_pairs']} "
+                    f"tile pairs, {r['date']}, {r['hardware']}, MSE loss)"
+                    for sc, r in prov.get("pixel_upscalers", {}).items()
+                )
+                + "".join(
                     f"; x{sc} matched to the decoder where smooth ({k} steps of {lr:g}, sigma {sg:g})"
                     for sc, k, sg, lr in config.match_by_scale
                 )

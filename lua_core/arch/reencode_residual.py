@@ -1,9 +1,11 @@
 """LUA v2: a frozen re-encode prior plus a learned residual.
 
-    out = E(bicubic(D(z), s)) + f(z, prior, D(z))
+    out = E(up(D(z), s)) + f(z, prior, D(z))
 
-D and E are the family's tiny autoencoder (TAESD family), frozen and stored in the same file. The prior
-is exactly the "decode -> bicubic -> encode" route t = E(up), optionally followed by `refine_steps`
+D and E are the family's tiny autoencoder (TAESD family), frozen and stored in the same file; `up` is bicubic,
+or for the heads in `upscaler_scales` bicubic plus a small learned pixel residual (`arch/pixel_upscaler.py`,
+trained in pixel space after the rest and frozen with the prior). The prior
+is exactly the "decode -> resize -> encode" route t = E(up), optionally followed by `refine_steps`
 back-projection steps p <- p + rate * (t - E(D(p))) that pull D(p) towards the bicubic pixels where the
 round trip E -> D loses them (taef2: about +0.4 dB at x2; under taesdxl the iteration diverges, so SDXL
 models use 0 steps; bench/prior_refinement.py measures it). `f` is a small conv network that runs at the
@@ -38,6 +40,7 @@ from torch import nn
 
 from ..devices import cpu_has_native_bf16
 from ..errors import UnknownConfigKeys
+from .pixel_upscaler import PixelUpscaler, resize_pixels
 from .taesd import make_decoder, make_encoder
 
 INPUT_VARIANTS = ("latent+prior", "latent+prior+pixels", "latent+prior+pixels+error")
@@ -61,6 +64,10 @@ class ReencodeResidualConfig:
     blocks: int = 8
     inputs: str = "latent+prior+pixels"
     resize: str = "bicubic"  # how the prior resizes the decoded pixels (the only rule so far)
+    # heads whose prior adds a learned pixel residual to that resize (arch/pixel_upscaler.py), and its shape
+    upscaler_scales: tuple[int, ...] = ()
+    upscaler_width: int = 32
+    upscaler_depth: int = 5
     pooled_encoder: tuple[int, ...] = ()  # taef2: encoder/decoder blocks with the extra pooled branch
     pooled_decoder: tuple[int, ...] = ()
     refine_steps: int = 0  # back-projection steps on the prior (0 = plain decode -> bicubic -> encode)
@@ -73,7 +80,7 @@ class ReencodeResidualConfig:
     match_by_scale: tuple[tuple[int, int, float, float], ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("scales", "pooled_encoder", "pooled_decoder"):
+        for name in ("scales", "pooled_encoder", "pooled_decoder", "upscaler_scales"):
             object.__setattr__(self, name, tuple(sorted(int(v) for v in getattr(self, name))))
         by_scale = tuple(sorted((int(s), int(k), float(r)) for s, k, r in self.refine_by_scale))
         object.__setattr__(self, "refine_by_scale", by_scale)
@@ -103,6 +110,10 @@ class ReencodeResidualConfig:
                 f"match_by_scale {matches}: one (scale, steps >= 1, sigma > 0, step > 0) at most per head of "
                 f"{self.scales}"
             )
+        if any(s not in self.scales for s in self.upscaler_scales):
+            problems.append(f"upscaler_scales {self.upscaler_scales}: each must be a head of {self.scales}")
+        if self.upscaler_scales and (self.upscaler_width < 4 or self.upscaler_depth < 0):
+            problems.append(f"upscaler width {self.upscaler_width} / depth {self.upscaler_depth} too small")
         if self.width < 8 or self.blocks < 1:
             problems.append(f"width {self.width} / blocks {self.blocks} too small")
         if problems:
@@ -159,11 +170,6 @@ class ResBlock(nn.Module):
         return x + self.conv2(F.relu(self.conv1(x)))
 
 
-def resize_pixels(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The pixel route's resize: antialiased bicubic to `size`, clamped to [0, 1]."""
-    return F.interpolate(pixels, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-
-
 def smooth_weight(pixels: torch.Tensor, sigma: float) -> torch.Tensor:
     """Per-pixel weight [B, 1, H, W] in [0, 1]: 1 where the luma is flat, 0 where its local std reaches `sigma`."""
     luma = (pixels * pixels.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
@@ -185,25 +191,32 @@ def match_autocast(latent: torch.Tensor) -> contextlib.AbstractContextManager:
 
 
 class ReencodePrior(nn.Module):
-    """decode -> bicubic -> encode with the family's tiny autoencoder, on the scaled unpacked latent."""
+    """decode -> resize -> encode with the family's tiny autoencoder, on the scaled unpacked latent."""
 
     def __init__(self, cfg: ReencodeResidualConfig) -> None:
         super().__init__()
         self.decoder = make_decoder(cfg.vae_channels, cfg.pooled_decoder)
         self.encoder = make_encoder(cfg.vae_channels, cfg.pooled_encoder)
+        self.upscalers = nn.ModuleDict(
+            {f"x{s}": PixelUpscaler(s, cfg.upscaler_width, cfg.upscaler_depth) for s in cfg.upscaler_scales}
+        )
         self.requires_grad_(False)
 
     def decode(self, zs: torch.Tensor) -> torch.Tensor:
         """Scaled latent -> RGB clamped to [0, 1] (the pixel route's first step)."""
         return self.decoder(zs).clamp(0, 1)
 
+    def upscale(self, pixels: torch.Tensor, scale: int) -> torch.Tensor:
+        """Decoded pixels [B, 3, H, W] -> [B, 3, H*scale, W*scale]: head `scale`'s learned upscaler, else bicubic."""
+        if f"x{scale}" in self.upscalers:
+            return self.upscalers[f"x{scale}"](pixels)
+        return resize_pixels(pixels, (pixels.shape[-2] * scale, pixels.shape[-1] * scale))
+
     def forward(
-        self, pixels: torch.Tensor, size: tuple[int, int], refine: tuple[int, float], with_error: bool = False
+        self, up: torch.Tensor, refine: tuple[int, float], with_error: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Decoded pixels [B, 3, 8h, 8w] -> (scaled latent of their bicubic resize to `size` (pixels) after
-        `refine` = (steps, rate) back-projection steps, and with `with_error` the round-trip error t - E(D(t)) of
-        the re-encoded target t, else None)."""
-        up = resize_pixels(pixels, size)
+        """Upscaled pixels (`upscale`) -> (their scaled latent after `refine` = (steps, rate) back-projection
+        steps, and with `with_error` the round-trip error t - E(D(t)) of the re-encoded target t, else None)."""
         target = self.encoder(up)
         prior, error = target, None
         steps, rate = refine
@@ -216,7 +229,8 @@ class ReencodePrior(nn.Module):
         return prior, error if with_error else None
 
     def match(self, latent: torch.Tensor, up: torch.Tensor, steps: int, sigma: float, lr: float) -> torch.Tensor:
-        """`latent` + mask * delta after `steps` Adam steps of size `lr` on ||D(.) - T||^2, T = `up` where it is smooth and
+        """`latent` + mask * delta after `steps` Adam steps of size `lr` on ||D(.) - T||^2, T = `up` (the prior's
+        upscaled pixels) where it is smooth and
         D(latent) elsewhere; the mask (smooth share of each latent pixel's 8x8 block, spread one latent pixel)
         leaves the latent of textured areas exactly as it was (Adam would move them by its step size)."""
         weight = smooth_weight(up, sigma)
@@ -273,8 +287,9 @@ class ReencodeResidual(nn.Module):
 
     def progress_modules(self) -> list[nn.Module]:
         """Modules whose every forward call is one unit of progress (and a chance to cancel): each conv of the
-        prior (a block at full pixel resolution takes seconds on a CPU) and each residual block."""
-        convs = [m for m in self.prior.modules() if isinstance(m, nn.Conv2d)]
+        tiny autoencoder (a block at full pixel resolution takes seconds on a CPU) and each residual block (the
+        pixel upscalers are a small share of a decode and count as none)."""
+        convs = [m for part in (self.prior.decoder, self.prior.encoder) for m in part.modules() if isinstance(m, nn.Conv2d)]
         return [*convs, *self.trunk]
 
     @property
@@ -289,8 +304,8 @@ class ReencodeResidual(nn.Module):
     def progress_calls(self, scale: int) -> int:
         """Forward calls of the progress modules in one pass of head `scale` (each round trip reruns the prior's
         convs, each decoder-matching step its decoder's, after one decode for the target)."""
-        convs = sum(isinstance(m, nn.Conv2d) for m in self.prior.modules())
         decoder_convs = sum(isinstance(m, nn.Conv2d) for m in self.prior.decoder.modules())
+        convs = decoder_convs + sum(isinstance(m, nn.Conv2d) for m in self.prior.encoder.modules())
         steps = self.config.match_for(scale)[0]
         return convs * (1 + self.round_trips(scale)) + len(self.trunk) + decoder_convs * (steps + 1 if steps else 0)
 
@@ -308,6 +323,8 @@ class ReencodeResidual(nn.Module):
             decoder = max(decoder, pixels_in * scale * scale * 64 * 4)
         if self.config.match_for(scale)[0]:  # a backward pass keeps every decoder activation at the output size
             decoder = max(decoder, pixels_in * scale * scale * 64 * 16)
+        if scale in self.config.upscaler_scales:  # its convs run at the input pixels' resolution
+            decoder = max(decoder, pixels_in * self.config.upscaler_width * 3)
         residual = self.config.width * 6 + self.config.vae_channels * scale * scale * 4
         return int((decoder + encoder + residual) * elem * 1.25)
 
@@ -351,12 +368,11 @@ class ReencodeResidual(nn.Module):
     def upscale_scaled(self, zs: torch.Tensor, scale: int) -> torch.Tensor:
         """Scaled unpacked latent [B, c, h, w] -> upscaled scaled latent [B, c, h*scale, w*scale]."""
         pixels = self.prior.decode(zs)
-        h, w = zs.shape[-2:]
-        size = (h * scale * PIXEL_FACTOR, w * scale * PIXEL_FACTOR)
-        prior, error = self.prior(pixels, size, self.config.refine_for(scale), self.uses_error)
+        up = self.prior.upscale(pixels, scale)
+        prior, error = self.prior(up, self.config.refine_for(scale), self.uses_error)
         out = prior + self.residual(zs, prior, pixels, scale, error)
         steps, sigma, lr = self.config.match_for(scale)
-        return self.prior.match(out, resize_pixels(pixels, size), steps, sigma, lr) if steps else out
+        return self.prior.match(out, up, steps, sigma, lr) if steps else out
 
     def forward(self, raw: torch.Tensor, scale: int) -> torch.Tensor:
         """Raw latent (as ComfyUI holds it) -> raw latent upscaled by head `scale`."""

@@ -111,7 +111,7 @@ def encode_tiles(net: ReencodeResidual, hr: torch.Tensor) -> dict[str, torch.Ten
         pixels = net.prior.decode(zs)
         out[f"z{scale}"] = zs.cpu()
         out[f"pix{scale}"] = pixels.cpu()
-        prior, error = net.prior(pixels, (s, s), net.config.refine_for(scale), net.uses_error)
+        prior, error = net.prior(net.prior.upscale(pixels, scale), net.config.refine_for(scale), net.uses_error)
         out[f"prior{scale}"] = prior.cpu()
         if error is not None:
             out[f"error{scale}"] = error.cpu()

@@ -27,6 +27,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Sampler
 
 from ..arch.reencode_residual import PIXEL_FACTOR, ReencodeResidual
+from ..devices import training_hardware
 from ..families import get_family
 from ..fileio import atomic_write
 from ..model import LUAModel, new_v2_model, new_v2_model_over_prior
@@ -411,9 +412,7 @@ class ResidualTrainer:
             "tiles": self.n_tiles,
             "batch": self.cfg.batch,
             **({"loss": self.cfg.loss} if self.cfg.loss != "l1" else {}),  # files before the option were all L1
-            "hardware": f"{torch.get_num_threads()} CPU threads"
-            if not torch.cuda.is_available()
-            else torch.cuda.get_device_name(),
+            "hardware": training_hardware(),
             "date": time.strftime("%Y-%m-%d"),
             **({"note": note} if note else {}),
             **({"prior_from": Path(self.cfg.prior_from).name} if self.cfg.prior_from else {}),

@@ -1,0 +1,253 @@
+"""Train one head's pixel upscaler (arch/pixel_upscaler.py) inside the prior of a v2 file, in pixel space.
+
+    python -m lua_core train-upscaler --model models/lua-sdxl-small.safetensors --scale 2 \
+        --data ../shared/data/train ../shared/data/photos --run-dir runs/up-sdxl-x2 --minutes 12 \
+        --export runs/up-sdxl-x2/model.safetensors
+
+Pairs: random tiles of the training split (native resolution, each folder keeps its held-out split), the LR tile =
+the antialiased-bicubic downsample (bench/quality.py's protocol), its input = the file's own tiny decoder of the
+file's own tiny encoding of it, its target = the HR tile. Computed once per run (pairs.pt in the run folder).
+Loss: squared error (what PSNR scores) inside a border the convs' zero padding reaches. Everything else in the file
+stays bit for bit; the exported file resizes head `scale`'s prior with the trained upscaler (its residual head then
+sees a better prior than it was trained on: tools/select_v2_heads.py chooses its gain again). `state.pt` makes a run
+resumable (`--resume`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from ..data_split import scan_images, split_images
+from ..devices import training_hardware
+from ..fileio import atomic_write
+from ..imaging import bicubic_resize, load_rgb, synthetic_smooth_tile, to_tensor
+from ..model import LUAModel, load_model, with_pixel_upscaler
+
+PAIRS_VERSION = 2  # bump when the pairs change for the same settings (2: synthetic smooth tiles)
+TILE_MARGIN = 8  # input pixels cut from each tile edge before cropping: where the tile's own decode differs most
+
+
+@dataclass(frozen=True)
+class UpscalerTrainConfig:
+    """Every knob of a pixel-upscaler run (immutable; a resumed run reads it back from its state)."""
+
+    model: str  # the v2 file whose head gets the upscaler
+    scale: int
+    data: tuple[str, ...]
+    run_dir: str = "runs/upscaler"
+    minutes: float = 12.0  # training time; the cosine schedule spans it
+    width: int = 0  # 0: the file's upscalers' width (one shape per file), or 32 when it has none
+    depth: int = 0  # 0: likewise (5)
+    tile: int = 96  # input (LR) pixels per cached tile side; the HR tile is tile * scale
+    crop: int = 48  # input pixels per training crop side, cut from the tile's inside (its decode's edges differ)
+    tiles_per_image: int = 2
+    # flat colours and gradients among the pairs: without them the first x4 upscaler (SDXL, 2026-12-07) sharpened the
+    # tiny decoder's grain on flat images into colour patches (12 of the 14 images of tests/test_flat_regions.py)
+    synthetic_tiles: int = 128
+    batch: int = 16
+    lr: float = 1e-3
+    seed: int = 0
+    val_fraction: float = 0.08
+    save_every: int = 500
+
+    def __post_init__(self) -> None:
+        if self.crop + 2 * TILE_MARGIN > self.tile:
+            raise ValueError(f"--crop {self.crop} leaves no room in --tile {self.tile} (edges of {TILE_MARGIN} px)")
+
+
+def training_pairs(model: LUAModel, cfg: UpscalerTrainConfig, say=print) -> tuple[torch.Tensor, torch.Tensor]:
+    """(decoded LR tiles [N, 3, t, t], HR tiles [N, 3, t*s, t*s]) as fp16, from every training-split image."""
+    rng = np.random.default_rng(cfg.seed)
+    prior = model.net.prior
+    side = cfg.tile * cfg.scale
+    tiles = []
+    for folder in cfg.data:
+        root = Path(folder)
+        train, _ = split_images(scan_images(root, side).usable, root, cfg.val_fraction)
+        for path in train:
+            img = to_tensor(load_rgb(path))
+            h, w = img.shape[-2:]
+            for _ in range(cfg.tiles_per_image):
+                y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+                tiles.append(img[..., y : y + side, x : x + side])
+        say(f"{folder}: {len(train)} training images")
+    tiles += [synthetic_smooth_tile(side, rng) for _ in range(cfg.synthetic_tiles)]
+    lows = []
+    with torch.no_grad():
+        for hr in tiles:
+            lr = bicubic_resize(hr, (cfg.tile, cfg.tile)).clamp(0, 1)
+            lows.append(prior.decode(prior.encoder(lr)).half())
+    return torch.cat(lows), torch.cat(tiles).half()
+
+
+class PairCrops(Dataset):
+    """Random aligned crops of the cached pairs, with a random flip and quarter turn."""
+
+    def __init__(self, lows: torch.Tensor, highs: torch.Tensor, cfg: UpscalerTrainConfig) -> None:
+        self.lows, self.highs, self.cfg = lows, highs, cfg
+
+    def __len__(self) -> int:
+        return len(self.lows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg, s = self.cfg, self.cfg.scale
+        y, x = torch.randint(TILE_MARGIN, cfg.tile - TILE_MARGIN - cfg.crop + 1, (2,)).tolist()
+        low = self.lows[i, :, y : y + cfg.crop, x : x + cfg.crop].float()
+        high = self.highs[i, :, y * s : (y + cfg.crop) * s, x * s : (x + cfg.crop) * s].float()
+        turns, flip = torch.randint(0, 4, (1,)).item(), torch.rand(()).item() < 0.5
+        low, high = torch.rot90(low, turns, (-2, -1)), torch.rot90(high, turns, (-2, -1))
+        return (low.flip(-1), high.flip(-1)) if flip else (low, high)
+
+
+def pixel_mse(upscaler: torch.nn.Module, low: torch.Tensor, high: torch.Tensor, border: int) -> torch.Tensor:
+    """Squared error of the upscaled crop against HR, `border` output pixels in from each edge."""
+    err = upscaler(low) - high
+    return err[..., border:-border, border:-border].square().mean()
+
+
+class UpscalerTrainer:
+    """A thin loop: pairs (built once) -> crops -> squared error -> Adam with a cosine over the time budget."""
+
+    def __init__(self, cfg: UpscalerTrainConfig, say=print) -> None:
+        self.cfg, self.say = cfg, say
+        self.run_dir = Path(cfg.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        self.model = with_pixel_upscaler(load_model(cfg.model), cfg.scale, cfg.width or None, cfg.depth or None)
+        self.upscaler = self.model.net.prior.upscalers[f"x{cfg.scale}"]
+        self.upscaler.requires_grad_(True).train()
+        pairs = self.run_dir / "pairs.pt"
+        key = json.dumps(
+            [PAIRS_VERSION, Path(cfg.model).name, cfg.scale, cfg.tile, cfg.tiles_per_image, cfg.synthetic_tiles, cfg.seed]
+        )
+        cached = torch.load(pairs, weights_only=True) if pairs.is_file() else None
+        if cached is not None and cached["key"] == key:
+            self.lows, self.highs = cached["lows"], cached["highs"]
+        else:
+            self.lows, self.highs = training_pairs(self.model, cfg, say)
+            atomic_write(pairs, lambda tmp: torch.save({"key": key, "lows": self.lows, "highs": self.highs}, tmp))
+        say(f"{len(self.lows)} tile pairs, upscaler x{cfg.scale}: {sum(p.numel() for p in self.upscaler.parameters())} parameters")
+        self.step, self.seconds = 0, 0.0
+        self.opt = torch.optim.Adam(self.upscaler.parameters(), lr=cfg.lr)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda _: self.lr_factor())
+        # the convs' zero padding reaches depth + 2 input pixels in from a crop edge
+        self.border = (self.model.config.upscaler_depth + 2) * cfg.scale
+
+    def lr_factor(self) -> float:
+        """Cosine decay over `minutes` of training time."""
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, self.seconds / (self.cfg.minutes * 60))))
+
+    @property
+    def state_path(self) -> Path:
+        return self.run_dir / "state.pt"
+
+    def save_state(self) -> None:
+        """Write state.pt atomically (upscaler weights, optimiser, step, time, config)."""
+        state = {
+            "config": asdict(self.cfg),
+            "step": self.step,
+            "seconds": self.seconds,
+            "upscaler": self.upscaler.state_dict(),
+            "opt": self.opt.state_dict(),
+        }
+        atomic_write(self.state_path, lambda tmp: torch.save(state, tmp))
+
+    def load_state(self) -> None:
+        """Continue where state.pt left off."""
+        state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        self.upscaler.load_state_dict(state["upscaler"])
+        self.opt.load_state_dict(state["opt"])
+        self.step, self.seconds = int(state["step"]), float(state["seconds"])
+        self.say(f"resumed at step {self.step} ({self.seconds / 60:.1f} min trained)")
+
+    def run(self) -> None:
+        """Train until `minutes` of training in all; state saved every `save_every` steps and at the end."""
+        cfg = self.cfg
+        sampler = RandomSampler(range(len(self.lows)), replacement=True, num_samples=1 << 40)
+        batches = iter(DataLoader(PairCrops(self.lows, self.highs, cfg), batch_size=cfg.batch, sampler=sampler))
+        with open(self.run_dir / "log.jsonl", "a") as log:
+            try:
+                while self.seconds < cfg.minutes * 60:
+                    t0 = time.time()
+                    low, high = next(batches)
+                    loss = pixel_mse(self.upscaler, low, high, self.border)
+                    self.opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    self.opt.step()
+                    self.seconds += time.time() - t0
+                    self.sched.step()
+                    self.step += 1
+                    log.write(json.dumps({"step": self.step, "loss": loss.item(), "minutes": round(self.seconds / 60, 2)}) + "\n")
+                    if self.step % 100 == 0:
+                        self.say(f"step {self.step} loss {loss.item():.5f} ({self.seconds / 60:.1f} min)")
+                    if self.step % cfg.save_every == 0:
+                        self.save_state()
+            finally:
+                self.save_state()
+
+    def export(self, path: str | Path) -> LUAModel:
+        """Write the file with the trained upscaler (frozen with the prior) and its provenance."""
+        self.upscaler.requires_grad_(False).eval()
+        info = self.model.info
+        record = {
+            "trained_steps": self.step,
+            "train_minutes": round(self.seconds / 60, 1),
+            "data": [Path(d).name for d in self.cfg.data],
+            "tile_pairs": len(self.lows),
+            "synthetic_tiles": self.cfg.synthetic_tiles,
+            "batch": self.cfg.batch,
+            "loss": "mse",
+            "hardware": training_hardware(),
+            "date": time.strftime("%Y-%m-%d"),
+        }
+        upscalers = {**info.provenance.get("pixel_upscalers", {}), f"x{self.cfg.scale}": record}
+        model = LUAModel(self.model.net, replace(info, provenance={**info.provenance, "pixel_upscalers": upscalers}))
+        model.save(path)
+        self.say(f"exported {path}")
+        return model
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `train-upscaler` on the CLI's subcommands."""
+    p = subparsers.add_parser(
+        "train-upscaler",
+        help="train one head's pixel upscaler inside a v2 file's prior",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="the v2 .safetensors file whose head gets the upscaler")
+    p.add_argument("--scale", type=int, required=True)
+    p.add_argument("--data", nargs="+", required=True, help="image folders (each keeps its own held-out split)")
+    for f in fields(UpscalerTrainConfig):
+        if f.name not in ("model", "scale", "data"):
+            p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default))
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir (its config wins, except --minutes)")
+    p.add_argument("--export", default="", help="write the file with the trained upscaler here when the run stops")
+    p.set_defaults(func=run_cli)
+    return p
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """`python -m lua_core train-upscaler`."""
+    given = {f.name: getattr(args, f.name) for f in fields(UpscalerTrainConfig) if getattr(args, f.name, None) is not None}
+    cfg = UpscalerTrainConfig(**{**given, "data": tuple(given["data"])})
+    state = Path(cfg.run_dir) / "state.pt"
+    if args.resume and state.is_file():
+        saved = torch.load(state, map_location="cpu", weights_only=True)["config"]
+        cfg = replace(UpscalerTrainConfig(**{**saved, "data": tuple(saved["data"])}), minutes=cfg.minutes)
+    trainer = UpscalerTrainer(cfg)
+    if args.resume and state.is_file():
+        trainer.load_state()
+    trainer.run()
+    if args.export:
+        trainer.export(args.export)
+    return 0

@@ -1,0 +1,115 @@
+"""The v2 prior's learned pixel upscaler (lua_core/arch/pixel_upscaler.py) and its trainer (train-upscaler)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+
+import pytest
+import torch
+from conftest import SHARED, VAE_APPROX
+
+from lua_core import get_family, load_model, upscale_latent
+from lua_core.arch.pixel_upscaler import PixelUpscaler, resize_pixels
+from lua_core.model import new_v2_model, with_pixel_upscaler, without_pixel_upscaler
+from lua_core.train.pixel_upscaler import TILE_MARGIN, UpscalerTrainConfig, UpscalerTrainer
+
+pytestmark = pytest.mark.skipif(not VAE_APPROX.is_dir(), reason="needs ../shared/vae_approx (CI has it)")
+
+
+def test_an_untrained_upscaler_is_bicubic_tensor_for_tensor():
+    pixels = torch.rand(2, 3, 24, 40)
+    for scale in (2, 4):
+        assert torch.equal(PixelUpscaler(scale, 16, 2)(pixels), resize_pixels(pixels, (24 * scale, 40 * scale)))
+
+
+def test_an_upscaler_treats_an_image_edge_like_its_inside():
+    """Replicate padding: on a flat colour every conv's output is flat up to the edges, so the output repeats one
+    scale x scale cell everywhere (zero padding painted bands along the edges of flat images)."""
+    torch.manual_seed(0)
+    upscaler = PixelUpscaler(4, 16, 3)
+    with torch.no_grad():
+        torch.nn.init.normal_(upscaler.tail.weight, std=0.05)
+        out = upscaler(torch.tensor([0.53, 0.70, 0.92]).view(1, 3, 1, 1).expand(1, 3, 20, 20))
+    cell = out[..., :4, :4]
+    assert cell.flatten(2).std(-1).max() > 1e-3  # the residual is really there (bicubic of a flat colour is flat)
+    assert torch.allclose(out, cell.repeat(1, 1, 20, 20), atol=1e-6)
+
+
+def test_a_head_with_an_upscaler_starts_as_the_file_and_the_file_keeps_it(tmp_path):
+    model = new_v2_model(get_family("sd3"), width=8, blocks=1, vae_approx=VAE_APPROX, refine=(1, 0.8))
+    z = torch.randn(1, 16, 12, 12) * 0.5
+    before = {s: upscale_latent(model, z, s) for s in (2, 4)}
+    with_x2 = with_pixel_upscaler(model, 2, width=16, depth=2)
+    assert with_x2.config.upscaler_scales == (2,) and set(with_x2.net.prior.upscalers) == {"x2"}
+    assert torch.equal(upscale_latent(with_x2, z, 2), before[2])  # untrained: exactly the file it came from
+    with torch.no_grad():
+        torch.nn.init.normal_(with_x2.net.prior.upscalers["x2"].tail.weight, std=0.01)
+    trained = upscale_latent(with_x2, z, 2)
+    assert (trained - before[2]).abs().max() > 1e-3
+    with_x2.save(tmp_path / "up.safetensors")
+    loaded = load_model(tmp_path / "up.safetensors")
+    assert torch.equal(upscale_latent(loaded, z, 2), trained)
+    assert torch.equal(upscale_latent(loaded, z, 4), before[4])  # the other head's prior is bicubic as before
+    assert "x2: bicubic + a learned pixel residual, width 16, depth 2" in loaded.info.describe()
+    dropped = without_pixel_upscaler(loaded, 2)
+    assert dropped.config.upscaler_scales == () and not list(dropped.net.prior.upscalers)
+    assert torch.equal(upscale_latent(dropped, z, 2), before[2]) and without_pixel_upscaler(model, 2) is model
+    with pytest.raises(ValueError, match="share one shape"):
+        with_pixel_upscaler(loaded, 4, width=32, depth=5)
+    assert with_pixel_upscaler(loaded, 4).config.upscaler_width == 16  # None takes the file's shape
+    with pytest.raises(ValueError, match="no x8 head"):
+        with_pixel_upscaler(loaded, 8)
+
+
+def bicubic_and_trained_mse(trainer: UpscalerTrainer) -> tuple[float, float]:
+    """Squared error of bicubic and of the trained upscaler over the inside of every cached pair."""
+    m, s = TILE_MARGIN, trainer.cfg.scale
+    low = trainer.lows[:, :, m:-m, m:-m].float()
+    high = trainer.highs[:, :, m * s : -m * s, m * s : -m * s].float()
+    with torch.no_grad():
+        bicubic = resize_pixels(low, tuple(high.shape[-2:]))
+        trained = trainer.upscaler(low)
+    b = trainer.border
+    inner = (slice(None), slice(None), slice(b, -b), slice(b, -b))
+    return (bicubic - high)[inner].square().mean().item(), (trained - high)[inner].square().mean().item()
+
+
+def test_train_upscaler_learns_over_bicubic_resumes_and_leaves_every_other_weight(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in sorted((SHARED / "data" / "photos" / "urban100").glob("*"))[:6]:
+        shutil.copy(path, photos / path.name)
+    torch.manual_seed(0)
+    base = new_v2_model(get_family("sd1"), width=8, blocks=1, vae_approx=VAE_APPROX)
+    base.save(tmp_path / "base.safetensors")
+    cfg = UpscalerTrainConfig(
+        model=str(tmp_path / "base.safetensors"), scale=2, data=(str(photos),), run_dir=str(tmp_path / "run"),
+        minutes=0.15, width=16, depth=2, tile=64, crop=32, batch=8, lr=2e-3, synthetic_tiles=3,
+    )
+    trainer = UpscalerTrainer(cfg, say=lambda *_: None)
+    assert trainer.lows.shape[-1] == 64 and trainer.highs.shape[-1] == 128
+    assert trainer.lows.dtype == torch.float16 and len(trainer.lows) >= 2 + 3
+    smooth = trainer.highs[-3:].float()  # the synthetic tiles come last: flat colours or gradients
+    assert (smooth[..., 1:] - smooth[..., :-1]).abs().max() < 0.05 and (smooth[..., 1:, :] - smooth[..., :-1, :]).abs().max() < 0.05
+    trainer.run()
+    bicubic, trained = bicubic_and_trained_mse(trainer)
+    assert trained < bicubic, f"after {trainer.step} steps: {trained} vs bicubic {bicubic}"
+    trainer.export(tmp_path / "out.safetensors")
+
+    again = UpscalerTrainer(replace(cfg, minutes=0.25), say=lambda *_: None)  # reads pairs.pt, resumes state.pt
+    again.load_state()
+    assert again.step == trainer.step and torch.equal(again.upscaler.tail.weight, trainer.upscaler.tail.weight)
+    again.run()
+    assert again.step > trainer.step
+
+    out = load_model(tmp_path / "out.safetensors")
+    assert out.config.upscaler_scales == (2,)
+    record = out.info.provenance["pixel_upscalers"]["x2"]
+    assert record["trained_steps"] == trainer.step and record["loss"] == "mse" and record["data"] == ["photos"]
+    shipped, new = base.net.state_dict(), out.net.state_dict()
+    assert set(new) - set(shipped) == {k for k in new if k.startswith("prior.upscalers.x2.")}
+    assert all(torch.equal(v, new[k]) for k, v in shipped.items())  # residual, heads and autoencoder bit for bit
+    z = torch.randn(1, 4, 8, 8)
+    assert torch.equal(upscale_latent(out, z, 4), upscale_latent(base, z, 4))
+
