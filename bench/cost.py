@@ -10,7 +10,8 @@ size (1x4x128² -> 1024² pixels), timed first and last (shares use the mean of 
 (`pip install -r requirements-bench.txt`); where diffusers is missing (the GPU machine), `bench/gpu_kit.py`'s
 LDM decoder of the same layout stands in and the JSON says so. Median of timed runs after a warm-up.
 Targets (issue 15): v2 <= 15 % of the full decode on a CPU, <= 5 % on a GPU. Run it on a quiet machine.
-`bundled` times x2 of every bundled v2 model at the same 1024² output against the same decode: a prior with
+`bundled` times x2 and x4 (`--scales`) of every bundled v2 model at the same 1024² output against the same decode
+(x4 from a latent half the x2 input's side; a head with a learned pixel upscaler runs it at the decoded input size): a prior with
 back-projection steps (arch/reencode_residual.py) pays a tiny decode and encode at the output size per step, a
 head with decoder matching a tiny decode and its backward pass at the output size per step; such files are
 timed again with it off (`*_without_match`: Load LUA Model's decoder_matching "off").
@@ -94,8 +95,15 @@ def median_seconds(fn, device: torch.device, repeats: int) -> float:
     return statistics.median(once() for _ in range(repeats))
 
 
-def measure(device: torch.device, dtype: torch.dtype = torch.float32, side: int = 64, repeats: int = 3) -> dict:
-    """Seconds for v2 x2, v1 x2 and the full SDXL decode of the output, and the ratios, on one device."""
+def measure(
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    side: int = 64,
+    repeats: int = 3,
+    scales: tuple[int, ...] = (2, 4),
+) -> dict:
+    """Seconds for v2 x2, v1 x2, every bundled file at `scales` and the full SDXL decode of the output, and the
+    ratios, on one device."""
     z = torch.randn(1, 4, side, side, generator=torch.Generator().manual_seed(0)).to(device)
     v2 = load_model(ROOT / "models" / "lua-sdxl-small.safetensors", device=device, dtype=dtype)
     torch.manual_seed(0)
@@ -118,26 +126,31 @@ def measure(device: torch.device, dtype: torch.dtype = torch.float32, side: int 
         model = load_model(path, device=device, dtype=dtype)
         if model.info.prior is None:
             continue
-        f = model.family.spatial_factor  # same output pixels for every family: 16 * side px in
-        zf = torch.randn(1, model.family.channels, 8 * side // f, 8 * side // f).to(device)
-        sec = median_seconds(lambda m=model, z=zf: upscale_latent(m, z, 2, tile_size=10_000), device, repeats)
-        row = {
-            "file": path.name,
-            "refine_steps": model.config.refine_for(2)[0],  # of the x2 head timed here
-            "match_steps": model.config.match_for(2)[0],  # decoder matching: a decoder pass and its backward each
-            "x2_s": round(sec, 4),
-        }
-        if row["match_steps"]:  # what Load LUA Model's decoder_matching "off" costs
-            fast = without_decoder_match(model)
-            sec = median_seconds(lambda m=fast, z=zf: upscale_latent(m, z, 2, tile_size=10_000), device, repeats)
-            row["x2_s_without_match"] = round(sec, 4)
+        row = {"file": path.name}
+        for scale in scales:
+            # the same output pixels for every family and scale: 16 * side px
+            zs = 16 * side // (scale * model.family.spatial_factor)
+            zf = torch.randn(1, model.family.channels, zs, zs).to(device)
+            x = f"x{scale}"
+            sec = median_seconds(lambda m=model, z=zf, s=scale: upscale_latent(m, z, s, tile_size=10_000), device, repeats)
+            row |= {
+                f"{x}_refine_steps": model.config.refine_for(scale)[0],
+                f"{x}_match_steps": model.config.match_for(scale)[0],  # a decoder pass and its backward each
+                f"{x}_pixel_upscaler": scale in model.config.upscaler_scales,
+                f"{x}_s": round(sec, 4),
+            }
+            if row[f"{x}_match_steps"]:  # what Load LUA Model's decoder_matching "off" costs
+                fast = without_decoder_match(model)
+                sec = median_seconds(lambda m=fast, z=zf, s=scale: upscale_latent(m, z, s, tile_size=10_000), device, repeats)
+                row[f"{x}_s_without_match"] = round(sec, 4)
         bundled.append(row)
     decode_last = decode_seconds()
     dec = (decode_first + decode_last) / 2
     for row in bundled:
-        row["share_of_decode"] = round(row["x2_s"] / dec, 4)
-        if "x2_s_without_match" in row:
-            row["share_of_decode_without_match"] = round(row["x2_s_without_match"] / dec, 4)
+        for scale in scales:
+            row[f"x{scale}_share_of_decode"] = round(row[f"x{scale}_s"] / dec, 4)
+            if f"x{scale}_s_without_match" in row:
+                row[f"x{scale}_share_of_decode_without_match"] = round(row[f"x{scale}_s_without_match"] / dec, 4)
     times |= {"sdxl_vae_decode_s": dec, "sdxl_vae_decode_first_s": decode_first, "sdxl_vae_decode_last_s": decode_last}
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
@@ -160,15 +173,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--scales", default="2,4", help="scales every bundled file is timed at (same output size)")
     p.add_argument("--output", default="")
     args = p.parse_args()
+    scales = tuple(int(s) for s in args.scales.split(","))
     device = torch.device(args.device)
     res = {
         "benchmark": "cost",
         "date": time.strftime("%Y-%m-%d"),
         "torch": torch.__version__,
-        "command": f"bench/cost.py --device {args.device} --repeats {args.repeats}",
-        **measure(device, repeats=args.repeats),
+        "command": f"bench/cost.py --device {args.device} --repeats {args.repeats} --scales {args.scales}",
+        **measure(device, repeats=args.repeats, scales=scales),
     }
     out = Path(args.output or ROOT / "bench" / "results" / f"cost-{device.type}.json")
     out.write_text(json.dumps(res, indent=1) + "\n")

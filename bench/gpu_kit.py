@@ -3,11 +3,13 @@
     python bench/gpu_kit.py OUT_DIR               # a CUDA GPU; about 7 minutes on one H100/H200 (--budget-s)
     python bench/gpu_kit.py OUT_DIR --smoke       # CPU, tiny shapes, seconds: CI runs it so the kit never rots
     python bench/gpu_kit.py OUT_DIR --train sdxl,flux1  # first a v2 training sprint per family, side by side
+    python bench/gpu_kit.py OUT_DIR --train-upscalers sd1:4,flux1:4  # or pixel upscalers for bundled heads
 
 Files written to OUT_DIR (at most 8, as the device tool brings back), each naming the device and torch:
 gpu-kit.json (every number), gpu-kit.txt (short summary with the issue's targets), gpu-kit-profile.txt
 (torch profiler table of the headline case); with --train F,G also train-F.safetensors per family (EMA
-weights, prior included; the log and quality gates go into gpu-kit.json). The training runs first, the
+weights, prior included; the log and quality gates go into gpu-kit.json); with --train-upscalers F:S also
+train-F-xS.safetensors (the bundled file with head S's pixel upscaler trained). The training runs first, the
 benchmark sections then fit into --budget-s. The JSON is rewritten after every section, so a run cut short
 still returns what it measured.
 
@@ -572,27 +574,52 @@ GPU_TRAIN = [  # the sprint: a wider, deeper residual on many tiles of every tra
     *("--decode-context", "8"),
     *("--ema", "0.995", "--save-every", "1000", "--threads", "3"),
 ]
-MAX_TRAIN_FAMILIES = 5  # 3 kit files + one model per family: the device tool brings back 8 files
+SMOKE_UPSCALER = [  # seconds of the same command on the CPU
+    *("--width", "8", "--depth", "2", "--batch", "2", "--tile", "32", "--crop", "16", "--tiles-per-image", "1"),
+    *("--synthetic-tiles", "2", "--save-every", "2"),
+]
+GPU_UPSCALER = [  # a wider, deeper pixel upscaler than the CPU's (48 x 6) on more tiles; .gpu_data images are 384 px
+    *("--width", "64", "--depth", "8", "--batch", "64", "--tile", "80", "--crop", "48", "--tiles-per-image", "4"),
+    *("--synthetic-tiles", "512", "--save-every", "2000", "--threads", "3"),
+]
+MAX_TRAIN_FILES = 5  # 3 kit files + one model per run: the device tool brings back 8 files
 
 
-def section_train(families: list[str], args, out_dir: Path) -> dict:
-    """v2 models (`train-v2`, one process per family, all at once) on <train-data>/train + photos for
-    --train-minutes each, then, where <train-data> has holdout/ and vae_approx/, bench/quality.py on the hold-out.
+def shape_of_file(bundled: Path, flags: list[str]) -> list[str]:
+    """`flags` without --width/--depth where the file already has pixel upscalers (a file's share one shape)."""
+    from lua_core import load_model
+
+    if not load_model(bundled).config.upscaler_scales:
+        return flags
+    pairs = [flags[i : i + 2] for i in range(0, len(flags), 2)]
+    return [x for pair in pairs if pair[0] not in ("--width", "--depth") for x in pair]
+
+
+def section_train(families: list[str], args, out_dir: Path, upscalers: list[str] = ()) -> dict:
+    """v2 models (`train-v2`, one process per family) and pixel upscalers (`train-upscaler`, one process per
+    FAMILY:SCALE), all at once, on <train-data>/train + photos for --train-minutes each, then, where <train-data>
+    has holdout/ and vae_approx/, bench/quality.py on the hold-out for the v2 models.
 
     <train-data> is what tools/prepare_gpu_data.py writes. Each residual trains over the prior of the bundled
     file (`--prior-from models/lua-F-small.safetensors`: the shipped autoencoder and refinement, no autoencoder
-    folder needed), else over <train-data>/vae_approx. Out: train-F.safetensors per family (EMA weights, prior
-    included); the log (first, every 100th and last step) and the quality gates go into gpu-kit.json.
+    folder needed), else over <train-data>/vae_approx; each upscaler goes into the bundled file's prior, every
+    other weight kept. Out: train-F.safetensors per family (EMA weights, prior included) and train-F-xS.safetensors
+    per upscaler (tools/select_v2_heads.py --heads xS chooses its residual's gain at home); the log (first, every
+    100th and last step) and the quality gates go into gpu-kit.json.
     """
-    if len(families) > MAX_TRAIN_FAMILIES:
-        raise ValueError(f"--train takes at most {MAX_TRAIN_FAMILIES} families (8 files back), got {families}")
+    if len(families) + len(upscalers) > MAX_TRAIN_FILES:
+        raise ValueError(
+            f"--train and --train-upscalers take at most {MAX_TRAIN_FILES} runs (8 files back), got "
+            f"{[*families, *upscalers]}"
+        )
     data = Path(args.train_data)
     vae = Path(args.train_vae_approx) if args.train_vae_approx else data / "vae_approx"
     folders = [str(data / d) for d in ("train", "photos") if (data / d).is_dir()] or [str(data / "train")]
     deadline = args.train_minutes * 60 + 150  # the trainer stops itself at --minutes (+ tile cache); hard stop
+    runs_root = Path(args.train_run_dir or tempfile.mkdtemp(prefix="lua-train-"))
     runs = {}
     for family in families:
-        run_dir = Path(args.train_run_dir or tempfile.mkdtemp(prefix="lua-train-")) / family
+        run_dir = runs_root / family
         bundled = ROOT / "models" / f"lua-{family}-small.safetensors"
         cmd = [sys.executable, "-m", "lua_core", "train-v2", "--family", family, "--data", *folders]
         cmd += ["--prior-from", str(bundled)] if bundled.is_file() else ["--vae-approx", str(vae)]
@@ -600,22 +627,37 @@ def section_train(families: list[str], args, out_dir: Path) -> dict:
         cmd += ["--minutes", str(args.train_minutes), "--export", str(run_dir / f"lua-{family}.safetensors")]
         cmd += SMOKE_TRAIN if args.smoke else GPU_TRAIN
         runs[family] = {"family": family, "command": " ".join(cmd[1:]), "run_dir": str(run_dir), "cmd": cmd}
+    for spec in upscalers:
+        family, scale = spec.split(":")
+        name = f"{family}-x{scale}"
+        run_dir = runs_root / name
+        bundled = ROOT / "models" / f"lua-{family}-small.safetensors"
+        cmd = [sys.executable, "-m", "lua_core", "train-upscaler", "--model", str(bundled)]
+        cmd += ["--scale", scale, "--data", *folders, "--run-dir", str(run_dir), "--val-fraction", "0"]
+        cmd += ["--minutes", "0.05" if args.smoke else str(args.train_minutes)]
+        cmd += ["--export", str(run_dir / f"lua-{name}.safetensors")]
+        cmd += shape_of_file(bundled, SMOKE_UPSCALER if args.smoke else GPU_UPSCALER)
+        runs[name] = {"family": family, "command": " ".join(cmd[1:]), "run_dir": str(run_dir), "cmd": cmd}
     t0 = time.perf_counter()
-    for family, result in zip(runs, _run_all([r.pop("cmd") for r in runs.values()], deadline)):
-        runs[family]["train"] = result
+    for name, result in zip(runs, _run_all([r.pop("cmd") for r in runs.values()], deadline)):
+        runs[name]["train"] = result
     wall = round(time.perf_counter() - t0, 1)
-    for family, info in runs.items():
+    for name, info in runs.items():
         info["train_s"] = wall  # side by side: the wall time of all of them
         run_dir = Path(info["run_dir"])
-        exported = run_dir / f"lua-{family}.safetensors"
+        exported = run_dir / f"lua-{name}.safetensors"
         if not exported.is_file():
             info["error"] = f"no exported model at {exported}"
             continue
-        shutil.copyfile(exported, out_dir / f"train-{family}.safetensors")
+        shutil.copyfile(exported, out_dir / f"train-{name}.safetensors")
         if (run_dir / "log.jsonl").is_file():
             log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
             info["steps"] = len(log)
             info["log"] = [r for r in log if r["step"] % 100 == 0 or r is log[0] or r is log[-1]]
+        if name != info["family"]:
+            info["eval"] = {"skipped": "a pixel upscaler: tools/select_v2_heads.py and bench/quality.py at home"}
+            continue
+        family = name
         if not (data / "holdout").is_dir() or not vae.is_dir():
             info["eval"] = {"skipped": "no holdout/ or vae_approx/ in the training data: evaluate at home"}
             continue
@@ -815,6 +857,12 @@ def main() -> None:
     p.add_argument(
         "--train", metavar="FAMILIES", default="", help="also train these families first (comma-separated, side by side)"
     )
+    p.add_argument(
+        "--train-upscalers",
+        metavar="FAMILY:SCALE",
+        default="",
+        help="also train these heads' pixel upscalers into the bundled files first (comma-separated, e.g. sd1:4)",
+    )
     p.add_argument("--train-data", default=str(ROOT / ".gpu_data"), help="folder written by tools/prepare_gpu_data.py")
     p.add_argument("--train-vae-approx", default="", help="tiny autoencoder folder (default: <train-data>/vae_approx)")
     p.add_argument("--train-minutes", type=float, default=4.0)
@@ -851,8 +899,9 @@ def main() -> None:
         ("tiling", lambda: section_tiling(cfg, device, clock, args.smoke)),
         ("graph", lambda: section_graph(cfg, device, clock)),
     ]
-    if args.train:  # first: the models are what this device time is most for; the benchmarks fit what is left
-        res["train"] = section_train(args.train.split(","), args, out_dir)
+    if args.train or args.train_upscalers:  # first: the models are what this device time is most for
+        train, upscalers = (a.split(",") if a else [] for a in (args.train, args.train_upscalers))
+        res["train"] = section_train(train, args, out_dir, upscalers)
         res["section_s"] = {"train": round(time.perf_counter() - started, 1)}
         report()
         print(f"[{time.perf_counter() - started:6.1f} s] train done", flush=True)

@@ -33,6 +33,11 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
+def training_device(name: str) -> torch.device:
+    """A trainer's --device: "auto" is the CUDA GPU where there is one, else the CPU; other names as resolve_device."""
+    return resolve_device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+
+
 @functools.cache  # asked once per tile by decoder matching; the CPU does not change
 def cpu_has_native_bf16() -> bool:
     """True on x86 CPUs with AMX or AVX-512 bf16 (bf16 autocast is slower than fp32 elsewhere)."""

@@ -41,7 +41,8 @@ def smoke_dir(tmp_path_factory) -> Path:
     """One CPU smoke run of the whole kit, the training sprint included (CI runs it on every submission)."""
     out = tmp_path_factory.mktemp("kit")
     data = tiny_gpu_data(tmp_path_factory.mktemp("gpu_data"))
-    cmd = [sys.executable, str(KIT), str(out), "--smoke", "--train", "sdxl", "--train-data", str(data)]
+    cmd = [sys.executable, str(KIT), str(out), "--smoke", "--train", "sdxl", "--train-upscalers", "sdxl:2"]
+    cmd += ["--train-data", str(data)]
     proc = subprocess.run(cmd + ["--train-minutes", "3"], capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
@@ -49,7 +50,9 @@ def smoke_dir(tmp_path_factory) -> Path:
 
 def test_smoke_writes_few_plainly_named_files(smoke_dir):
     names = sorted(p.name for p in smoke_dir.iterdir())
-    assert names == ["gpu-kit-profile.txt", "gpu-kit.json", "gpu-kit.txt", "train-sdxl.safetensors"]
+    assert names == [
+        "gpu-kit-profile.txt", "gpu-kit.json", "gpu-kit.txt", "train-sdxl-x2.safetensors", "train-sdxl.safetensors"
+    ]
     assert len(names) <= 8 and all(p.stat().st_size < 16 * 2**20 for p in smoke_dir.iterdir())  # device limits
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", n) for n in names)  # what the device tool brings back
 
@@ -100,8 +103,10 @@ def test_pipeline_tiling_compile_and_targets_are_reported(smoke_dir):
     assert cost["sdxl_vae_decode_s"] == pytest.approx(sum(decodes) / 2, abs=1e-4)
     assert cost["v2_share_of_decode"] == pytest.approx(cost["v2_x2_s"] / cost["sdxl_vae_decode_s"], rel=1e-3)
     assert cost["v2_model"].startswith("models/lua-sdxl-small.safetensors") and cost["target_v2_share"] == 0.15
-    matched = [b for b in cost["bundled"] if b["match_steps"]]  # timed again with decoder_matching off
-    assert matched and all(b["x2_s_without_match"] > 0 and "share_of_decode_without_match" in b for b in matched)
+    for x in ("x2", "x4"):  # every bundled file at both scales; matched heads again with decoder_matching off
+        assert all(b[f"{x}_s"] > 0 and b[f"{x}_share_of_decode"] > 0 for b in cost["bundled"]), x
+        matched = [b for b in cost["bundled"] if b[f"{x}_match_steps"]]
+        assert matched and all(b[f"{x}_s_without_match"] > 0 and f"{x}_share_of_decode_without_match" in b for b in matched)
     assert set(res["targets"]) == {
         "v2_share_of_sdxl_decode",
         "x2_128_bf16_ms",
@@ -172,8 +177,49 @@ def test_train_section_calls_the_training_cli_with_todays_flags(tmp_path, monkey
     assert parsed.minutes == 2.0 and parsed.steps == 0  # the cosine schedule spans the time budget
     assert (parsed.width, parsed.blocks, parsed.batch) == (80, 10, 64) and parsed.run_dir == str(tmp_path / "run" / "sdxl")
     assert (parsed.tile, parsed.tiles_per_image, parsed.crop, parsed.context) == (256, 8, 128, 8)
-    with pytest.raises(ValueError, match="at most 5 families"):
-        gpu_kit.section_train(["sdxl", "sd1", "sd3", "flux1", "flux2", "sdxl"], args, tmp_path / "out")
+    with pytest.raises(ValueError, match="at most 5 runs"):
+        gpu_kit.section_train(["sdxl", "sd1", "sd3", "flux1"], args, tmp_path / "out", ["sdxl:4", "sd1:4"])
+
+    calls.clear()
+    info = gpu_kit.section_train([], args, tmp_path / "out", ["sd1:4"])
+    (cmd, _), = calls
+    assert cmd[1:4] == ["-m", "lua_core", "train-upscaler"] and info["sd1-x4"]["family"] == "sd1"
+    parsed = build_parser().parse_args(cmd[3:])
+    bundled = gpu_kit.ROOT / "models" / "lua-sd1-small.safetensors"
+    assert parsed.model == str(bundled) and parsed.scale == 4 and parsed.minutes == 2.0 and parsed.batch == 64
+    assert cmd[-len(shape := gpu_kit.shape_of_file(bundled, gpu_kit.GPU_UPSCALER)) :] == shape
+    assert parsed.tile * parsed.scale <= 384  # tools/prepare_gpu_data.py's images: a tile must fit one
+
+
+def test_an_upscaler_sprint_takes_the_files_own_shape_once_it_has_upscalers(tmp_path):
+    from lua_core import get_family
+    from lua_core.model import new_v2_model, with_pixel_upscaler
+
+    fresh = new_v2_model(get_family("sd1"), width=8, blocks=1, vae_approx=SHARED / "vae_approx")
+    fresh.save(tmp_path / "fresh.safetensors")
+    with_pixel_upscaler(fresh, 4, width=16, depth=2).save(tmp_path / "with-x4.safetensors")
+    assert gpu_kit.shape_of_file(tmp_path / "fresh.safetensors", gpu_kit.GPU_UPSCALER) == gpu_kit.GPU_UPSCALER
+    flags = gpu_kit.shape_of_file(tmp_path / "with-x4.safetensors", gpu_kit.GPU_UPSCALER)
+    parsed = gpu_kit.argparse.ArgumentParser()
+    for name in ("--width", "--depth", "--batch", "--tile"):
+        parsed.add_argument(name, type=int)
+    known, _ = parsed.parse_known_args(flags)
+    assert (known.width, known.depth, known.batch, known.tile) == (None, None, 64, 80)  # a file's upscalers: one shape
+
+
+def test_upscaler_sprint_smoke_trains_the_bundled_files_upscaler_and_keeps_every_other_weight(smoke_dir):
+    from lua_core import load_model
+
+    res = json.loads((smoke_dir / "gpu-kit.json").read_text())["train"]["sdxl-x2"]
+    assert res["train"]["rc"] == 0 and "error" not in res and res["steps"] >= 1, res
+    assert "skipped" in res["eval"]  # chosen and scored at home
+    model = load_model(smoke_dir / "train-sdxl-x2.safetensors")
+    bundled = load_model(gpu_kit.ROOT / "models" / "lua-sdxl-small.safetensors")
+    assert model.config.upscaler_scales == tuple(sorted({2, *bundled.config.upscaler_scales}))  # x4's kept
+    assert model.info.provenance["pixel_upscalers"]["x2"]["trained_steps"] >= 1
+    shipped, new = bundled.net.state_dict(), model.net.state_dict()
+    assert all(torch.equal(new[k], v) for k, v in shipped.items())
+    assert set(new) - set(shipped) == {k for k in new if k.startswith("prior.upscalers.x2.")}
 
 
 def test_prepare_gpu_data_keeps_a_share_of_large_images_at_native_resolution(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import replace
+from itertools import islice
 
 import pytest
 import torch
@@ -12,7 +13,8 @@ from conftest import SHARED, VAE_APPROX
 from lua_core import get_family, load_model, upscale_latent
 from lua_core.arch.pixel_upscaler import PixelUpscaler, resize_pixels
 from lua_core.model import new_v2_model, with_pixel_upscaler, without_pixel_upscaler
-from lua_core.train.pixel_upscaler import TILE_MARGIN, UpscalerTrainConfig, UpscalerTrainer
+from lua_core.train.pixel_upscaler import TILE_MARGIN, PairCrops, UpscalerTrainConfig, UpscalerTrainer
+from lua_core.train.prior_tiles import StepSampler
 
 pytestmark = pytest.mark.skipif(not VAE_APPROX.is_dir(), reason="needs ../shared/vae_approx (CI has it)")
 
@@ -73,6 +75,30 @@ def bicubic_and_trained_mse(trainer: UpscalerTrainer) -> tuple[float, float]:
     b = trainer.border
     inner = (slice(None), slice(None), slice(b, -b), slice(b, -b))
     return (bicubic - high)[inner].square().mean().item(), (trained - high)[inner].square().mean().item()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the no-CUDA message cannot happen on a machine with CUDA")
+def test_train_upscaler_on_a_missing_gpu_says_so_and_writes_nothing(tmp_path, capsys):
+    from lua_core.cli import main
+    from lua_core.devices import training_device
+
+    assert training_device("auto").type == "cpu"  # auto: the GPU where there is one
+    run = tmp_path / "run"
+    cmd = ["train-upscaler", "--model", "m.safetensors", "--scale", "4", "--data", str(tmp_path), "--run-dir", str(run)]
+    assert main([*cmd, "--device", "cuda"]) == 2
+    assert "sees no CUDA GPU; use --device cpu" in capsys.readouterr().err and not run.exists()
+
+
+def test_a_resumed_run_draws_the_crops_the_whole_run_would_have():
+    cfg = UpscalerTrainConfig(model="m", scale=2, data=("d",), tile=40, crop=16, batch=4, seed=3)
+    crops = PairCrops(torch.rand(5, 3, 40, 40), torch.rand(5, 3, 80, 80), cfg)
+    whole_run = list(islice(iter(StepSampler(len(crops), 0, cfg.batch, cfg.seed)), 3 * cfg.batch))
+    resumed = list(islice(iter(StepSampler(len(crops), 2, cfg.batch, cfg.seed)), cfg.batch))
+    assert resumed == whole_run[2 * cfg.batch :] and len(set(whole_run)) == len(whole_run)  # each draw a new crop
+    first, again = crops[resumed[0]], crops[resumed[0]]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert first[0].shape[-1] == 16 and first[1].shape[-1] == 32
+    assert not torch.equal(crops[resumed[0]][0], crops[resumed[0] + len(crops)][0])  # same pair, another crop
 
 
 def test_train_upscaler_learns_over_bicubic_resumes_and_leaves_every_other_weight(tmp_path):

@@ -85,8 +85,8 @@
 #   (+0.03 / +0.03 dB) and lost on the report (-0.007 / -0.056 dB): .../flux2-decoder-match-mse-head-rejected.json.
 # UPSCALER=1 (2026-12-07, CPU): per FAMILY[:SCALES] argument (default both heads), each head's prior gets a learned
 #   pixel upscaler (arch/pixel_upscaler.py; `python -m lua_core train-upscaler`, MINUTES each, default 12, WIDTH and
-#   DEPTH if not 32 and 5) over the bundled file, every other weight kept; then select_v2_heads.py chooses every
-#   head's residual gain again over the new prior (a factor on the gain it shipped with) on images 17-32, and the
+#   DEPTH if not 32 and 5) over the bundled file, every other weight kept; then select_v2_heads.py chooses those
+#   heads' residual gains again over the new prior (a factor on the gain it shipped with) on images 17-32, and the
 #   same report and keep-if-better steps: UPSCALER=1 bash tools/train_v2_models.sh runs/upscaler sdxl flux1:2
 #   The 2026-12-07 SDXL file: UPSCALER=1 WIDTH=48 DEPTH=6 MINUTES=10 ... runs/s1207-up sdxl (x4 +0.33 dB on the report,
 #   refused: zero-padded convs painted bands along flat images' edges, .../sdxl-pixel-upscaler-round1-x4-patches.json;
@@ -96,6 +96,12 @@
 #   select_v2_heads.py --heads x4 (.../sdxl-pixel-upscaler.json), and x2's upscaler dropped again
 #   (lua_core.model.without_pixel_upscaler: with replicate padding it scored 0.0006 dB below the file on the report),
 #   then the report and keep-if-better steps: x4 21.93 -> 22.40 dB, x2 unchanged.
+#   The 2026-12-07 SD3 file (x4 +0.28 dB on the report, x2 unchanged): UPSCALER=1 WIDTH=48 DEPTH=6 MINUTES=10 ...
+#   runs/s1207b-up sd3:4; flux1:4 the same way lost 0.10 dB on the report (.../flux1-pixel-upscaler-rejected.json);
+#   sd1:4 the same way (x4 +0.29 dB) was refused for x2 -0.0012 dB, though x2 is the same tensors (decoder matching
+#   varies between runs), and was then shipped by hand: the selected file copied to models/ and the report rerun.
+#   Upscalers trained on a GPU (bench/gpu_kit.py --train-upscalers F:S, docs/gpu.md): copy each train-F-xS.safetensors
+#   to RUNS/F-xS.safetensors and run UPSCALER=1 ... RUNS F:S: a file already there is used as it is.
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -171,12 +177,14 @@ if [ "${UPSCALER:-0}" = 1 ]; then  # each head's prior resizes with a learned pi
     [ "$arg" != "$fam" ] && heads=${arg#*:}
     model="models/lua-$fam-small.safetensors"
     for head in ${heads//,/ }; do
-      $PY -m lua_core train-upscaler --model "$model" --scale "$head" --data "${DATA[@]}" --run-dir "$RUNS/$fam-x$head" \
+      # a file already exported there is a finished run (or one trained elsewhere: the GPU kit's train-F-xS files)
+      [ -f "$RUNS/$fam-x$head.safetensors" ] || $PY -m lua_core train-upscaler --model "$model" --scale "$head" --data "${DATA[@]}" --run-dir "$RUNS/$fam-x$head" \
           --minutes "${MINUTES:-12}" ${WIDTH:+--width "$WIDTH"} ${DEPTH:+--depth "$DEPTH"} --resume \
           --export "$RUNS/$fam-x$head.safetensors"
       model="$RUNS/$fam-x$head.safetensors"
     done
-    $PY tools/select_v2_heads.py --candidate "$model" --output "$RUNS/$fam-selected.safetensors" \
+    # only the heads whose prior changed choose a gain again; the others ship as they are
+    $PY tools/select_v2_heads.py --candidate "$model" --heads "x${heads//,/,x}" --output "$RUNS/$fam-selected.safetensors" \
         --report "bench/results/selection/$fam-pixel-upscaler.json"
     report_and_keep "$fam"
   done

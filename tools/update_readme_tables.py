@@ -265,8 +265,17 @@ def cost_section() -> str:
     return "\n".join([head, "", *table, *rows, *bundled_cost_rows()])
 
 
+def with_scale_keys(row: dict) -> dict:
+    """A bundled-file row in the present form: rows from before bench/cost.py timed x4 as well (cost-cuda.json of
+    2026-12-04) name their x2 fields without the scale, and no file then had a pixel upscaler."""
+    if "refine_steps" not in row:
+        return row
+    renamed = {k if k in ("file", "x2_s", "x2_s_without_match") else f"x2_{k}": v for k, v in row.items()}
+    return {"x2_match_steps": 0, "x2_pixel_upscaler": False, **renamed}
+
+
 def bundled_cost_rows() -> list[str]:
-    """Every bundled v2 model's x2 to the same 1024² pixels, against the same decode (refined priors cost more)."""
+    """Every bundled v2 model's x2 and x4 to the same 1024² pixels, against the same decode."""
     lines = []
     for name in COST_FILES:
         c = load(name)
@@ -274,21 +283,24 @@ def bundled_cost_rows() -> list[str]:
             continue
         lines += [
             "",
-            f"Every bundled model on {c['device']} ({c['threads']} threads), x2 to 1024² px against the same decode:",
+            f"Every bundled model on {c['device']} ({c['threads']} threads), each scale to 1024² px against the same decode:",
             "",
-            "| file | prior back-projection steps | decoder-matching steps | x2 | share of SDXL VAE decode "
-            "| with Load LUA Model's decoder_matching off |",
-            "|---|---|---|---|---|---|",
+            "| file | scale | pixel upscaler | prior back-projection steps | decoder-matching steps | time "
+            "| share of SDXL VAE decode | with Load LUA Model's decoder_matching off |",
+            "|---|---|---|---|---|---|---|---|",
         ]
-        lines += [
-            f"| `{b['file']}` | {b['refine_steps']} | {b.get('match_steps', 0)} | {b['x2_s']:.3f} s | {b['share_of_decode']:.1%} "
-            + (
-                f"| {b['x2_s_without_match']:.3f} s, {b['share_of_decode_without_match']:.1%} |"
-                if "x2_s_without_match" in b
-                else "| same (nothing to switch off) |" if not b.get("match_steps") else "| not timed |"
-            )
-            for b in c["bundled"]
-        ]
+        for b in map(with_scale_keys, c["bundled"]):
+            for x in sorted({k.split("_")[0] for k in b if k.endswith("_s")}):
+                off = (
+                    f"{b[f'{x}_s_without_match']:.3f} s, {b[f'{x}_share_of_decode_without_match']:.1%}"
+                    if f"{x}_s_without_match" in b
+                    else "same (nothing to switch off)"
+                )
+                lines.append(
+                    f"| `{b['file']}` | {x} | {'learned' if b[f'{x}_pixel_upscaler'] else 'bicubic'} "
+                    f"| {b[f'{x}_refine_steps']} | {b[f'{x}_match_steps']} | {b[f'{x}_s']:.3f} s "
+                    f"| {b[f'{x}_share_of_decode']:.1%} | {off} |"
+                )
     return lines
 
 

@@ -19,18 +19,20 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from ..data_split import scan_images, split_images
-from ..devices import training_hardware
+from ..devices import training_device, training_hardware
 from ..fileio import atomic_write
 from ..imaging import bicubic_resize, load_rgb, synthetic_smooth_tile, to_tensor
 from ..model import LUAModel, load_model, with_pixel_upscaler
+from .flags import add_config_flags, config_from_flags
+from .prior_tiles import StepSampler
 
 PAIRS_VERSION = 2  # bump when the pairs change for the same settings (2: synthetic smooth tiles)
 TILE_MARGIN = 8  # input pixels cut from each tile edge before cropping: where the tile's own decode differs most
@@ -58,6 +60,8 @@ class UpscalerTrainConfig:
     seed: int = 0
     val_fraction: float = 0.08
     save_every: int = 500
+    device: str = "auto"  # auto = cuda when available, else cpu (the pairs are built there too)
+    threads: int = 0  # CPU threads (0: torch's default)
 
     def __post_init__(self) -> None:
         if self.crop + 2 * TILE_MARGIN > self.tile:
@@ -82,15 +86,17 @@ def training_pairs(model: LUAModel, cfg: UpscalerTrainConfig, say=print) -> tupl
         say(f"{folder}: {len(train)} training images")
     tiles += [synthetic_smooth_tile(side, rng) for _ in range(cfg.synthetic_tiles)]
     lows = []
+    device = next(prior.parameters()).device
     with torch.no_grad():
         for hr in tiles:
-            lr = bicubic_resize(hr, (cfg.tile, cfg.tile)).clamp(0, 1)
-            lows.append(prior.decode(prior.encoder(lr)).half())
+            lr = bicubic_resize(hr.to(device), (cfg.tile, cfg.tile)).clamp(0, 1)
+            lows.append(prior.decode(prior.encoder(lr)).half().cpu())
     return torch.cat(lows), torch.cat(tiles).half()
 
 
 class PairCrops(Dataset):
-    """Random aligned crops of the cached pairs, with a random flip and quarter turn."""
+    """Random aligned crops of the cached pairs with a random flip and quarter turn: item i is pair i % n, its crop
+    drawn from i (a StepSampler's growing ids give a fresh crop each time, the same ones after a resume)."""
 
     def __init__(self, lows: torch.Tensor, highs: torch.Tensor, cfg: UpscalerTrainConfig) -> None:
         self.lows, self.highs, self.cfg = lows, highs, cfg
@@ -100,10 +106,12 @@ class PairCrops(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         cfg, s = self.cfg, self.cfg.scale
-        y, x = torch.randint(TILE_MARGIN, cfg.tile - TILE_MARGIN - cfg.crop + 1, (2,)).tolist()
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)
+        i = i % len(self)
+        y, x = torch.randint(TILE_MARGIN, cfg.tile - TILE_MARGIN - cfg.crop + 1, (2,), generator=g).tolist()
         low = self.lows[i, :, y : y + cfg.crop, x : x + cfg.crop].float()
         high = self.highs[i, :, y * s : (y + cfg.crop) * s, x * s : (x + cfg.crop) * s].float()
-        turns, flip = torch.randint(0, 4, (1,)).item(), torch.rand(()).item() < 0.5
+        turns, flip = int(torch.randint(0, 4, (1,), generator=g)), bool(torch.rand((), generator=g) < 0.5)
         low, high = torch.rot90(low, turns, (-2, -1)), torch.rot90(high, turns, (-2, -1))
         return (low.flip(-1), high.flip(-1)) if flip else (low, high)
 
@@ -119,10 +127,14 @@ class UpscalerTrainer:
 
     def __init__(self, cfg: UpscalerTrainConfig, say=print) -> None:
         self.cfg, self.say = cfg, say
+        self.device = training_device(cfg.device)  # before anything is written: a wrong --device leaves no run folder
         self.run_dir = Path(cfg.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.model = with_pixel_upscaler(load_model(cfg.model), cfg.scale, cfg.width or None, cfg.depth or None)
+        self.model.net.prior.to(self.device)  # the pairs' tiny decodes run there too; the rest of the file stays
         self.upscaler = self.model.net.prior.upscalers[f"x{cfg.scale}"]
         self.upscaler.requires_grad_(True).train()
         pairs = self.run_dir / "pairs.pt"
@@ -139,7 +151,7 @@ class UpscalerTrainer:
         self.step, self.seconds = 0, 0.0
         self.opt = torch.optim.Adam(self.upscaler.parameters(), lr=cfg.lr)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda _: self.lr_factor())
-        # the convs' zero padding reaches depth + 2 input pixels in from a crop edge
+        # the convs' (replicate) padding reaches depth + 2 input pixels in from a crop edge
         self.border = (self.model.config.upscaler_depth + 2) * cfg.scale
 
     def lr_factor(self) -> float:
@@ -172,13 +184,13 @@ class UpscalerTrainer:
     def run(self) -> None:
         """Train until `minutes` of training in all; state saved every `save_every` steps and at the end."""
         cfg = self.cfg
-        sampler = RandomSampler(range(len(self.lows)), replacement=True, num_samples=1 << 40)
+        sampler = StepSampler(len(self.lows), self.step, cfg.batch, cfg.seed)
         batches = iter(DataLoader(PairCrops(self.lows, self.highs, cfg), batch_size=cfg.batch, sampler=sampler))
         with open(self.run_dir / "log.jsonl", "a") as log:
             try:
                 while self.seconds < cfg.minutes * 60:
                     t0 = time.time()
-                    low, high = next(batches)
+                    low, high = (t.to(self.device, non_blocking=True) for t in next(batches))
                     loss = pixel_mse(self.upscaler, low, high, self.border)
                     self.opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -197,6 +209,7 @@ class UpscalerTrainer:
     def export(self, path: str | Path) -> LUAModel:
         """Write the file with the trained upscaler (frozen with the prior) and its provenance."""
         self.upscaler.requires_grad_(False).eval()
+        self.model.net.prior.cpu()  # where a loaded file lives
         info = self.model.info
         record = {
             "trained_steps": self.step,
@@ -227,10 +240,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--model", required=True, help="the v2 .safetensors file whose head gets the upscaler")
     p.add_argument("--scale", type=int, required=True)
     p.add_argument("--data", nargs="+", required=True, help="image folders (each keeps its own held-out split)")
-    for f in fields(UpscalerTrainConfig):
-        if f.name not in ("model", "scale", "data"):
-            p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default))
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir (its config wins, except --minutes)")
+    add_config_flags(p, UpscalerTrainConfig, skip=("model", "scale", "data"))
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --run-dir (its config wins, except --minutes, --device and --threads)",
+    )
     p.add_argument("--export", default="", help="write the file with the trained upscaler here when the run stops")
     p.set_defaults(func=run_cli)
     return p
@@ -238,14 +253,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run_cli(args: argparse.Namespace) -> int:
     """`python -m lua_core train-upscaler`."""
-    given = {f.name: getattr(args, f.name) for f in fields(UpscalerTrainConfig) if getattr(args, f.name, None) is not None}
-    cfg = UpscalerTrainConfig(**{**given, "data": tuple(given["data"])})
-    state = Path(cfg.run_dir) / "state.pt"
-    if args.resume and state.is_file():
-        saved = torch.load(state, map_location="cpu", weights_only=True)["config"]
-        cfg = replace(UpscalerTrainConfig(**{**saved, "data": tuple(saved["data"])}), minutes=cfg.minutes)
+    # the machine's settings come from this call: a run may continue on another machine
+    cfg, resuming = config_from_flags(args, UpscalerTrainConfig, keep_on_resume=("minutes", "device", "threads"))
     trainer = UpscalerTrainer(cfg)
-    if args.resume and state.is_file():
+    if resuming:
         trainer.load_state()
     trainer.run()
     if args.export:

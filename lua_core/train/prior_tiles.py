@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from ..arch.reencode_residual import PIXEL_FACTOR, ReencodeResidual
 from ..data_split import scan_images, split_images
@@ -181,6 +181,22 @@ def decode_priors(net: ReencodeResidual, tiles: dict[str, torch.Tensor], chunk: 
         parts = [net.prior.decoder(prior[i : i + chunk].to(device)).half().cpu() for i in range(0, len(prior), chunk)]
         out[f"prior_pix{scale}"] = torch.cat(parts)
     return out
+
+
+class StepSampler(Sampler[int]):
+    """Endless stream of item ids for TileCrops / PairCrops: ids grow, so each draw is a new crop; it resumes by step
+    (the ids of a step follow from the seed and the step alone)."""
+
+    def __init__(self, n_tiles: int, start: int, batch: int, seed: int) -> None:
+        self.n, self.start, self.batch, self.seed = n_tiles, start, batch, seed
+
+    def __iter__(self):
+        step = self.start
+        while True:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+            tiles = torch.randint(0, self.n, (self.batch,), generator=g)
+            yield from (int(step * self.n * self.batch + i * self.n + t) for i, t in enumerate(tiles))
+            step += 1
 
 
 class TileCrops(Dataset):

@@ -18,20 +18,21 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from ..arch.reencode_residual import PIXEL_FACTOR, ReencodeResidual
-from ..devices import training_hardware
+from ..devices import training_device, training_hardware
 from ..families import get_family
 from ..fileio import atomic_write
 from ..model import LUAModel, new_v2_model, new_v2_model_over_prior
-from .prior_tiles import TileCrops, TileSpec, build_tiles
+from .flags import add_config_flags, config_from_flags
+from .prior_tiles import StepSampler, TileCrops, TileSpec, build_tiles
 
 PIXEL_LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 
@@ -132,21 +133,6 @@ class ResidualTrainConfig:
 PRIOR_RECORDS = ("prior_refinement_by_head", "prior_refinement_why", "decoder_match_by_head", "decoder_match_why")
 
 
-class StepSampler(Sampler[int]):
-    """Endless stream of indices into TileCrops; item ids grow, so each draw is a new crop. Resumes by step."""
-
-    def __init__(self, n_tiles: int, start: int, batch: int, seed: int) -> None:
-        self.n, self.start, self.batch, self.seed = n_tiles, start, batch, seed
-
-    def __iter__(self):
-        step = self.start
-        while True:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-            tiles = torch.randint(0, self.n, (self.batch,), generator=g)
-            yield from (int(step * self.n * self.batch + i * self.n + t) for i, t in enumerate(tiles))
-            step += 1
-
-
 def pixel_loss(
     net: ReencodeResidual, batch: dict[str, torch.Tensor], scale: int, cfg: ResidualTrainConfig, amp
 ) -> torch.Tensor:
@@ -215,9 +201,7 @@ class ResidualTrainer:
         self.net: ReencodeResidual = self.model.net
         if cfg.init_from:
             self.warm_start(cfg.init_from)
-        self.device = torch.device(
-            cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
-        )
+        self.device = training_device(cfg.device)
         self.net.to(self.device)
         self.run_dir = Path(cfg.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -434,14 +418,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--family", required=True)
     p.add_argument("--data", nargs="+", required=True, help="image folders (each keeps its own held-out split)")
-    for f in fields(ResidualTrainConfig):
-        if f.name in ("family", "data"):
-            continue
-        kind = type(f.default)
-        if kind is tuple:
-            p.add_argument("--" + f.name.replace("_", "-"), type=lambda v: tuple(int(x) for x in v.split(",")))
-        else:
-            p.add_argument("--" + f.name.replace("_", "-"), type=kind)
+    add_config_flags(p, ResidualTrainConfig, skip=("family", "data"))
     p.add_argument(
         "--resume",
         action="store_true",
@@ -455,18 +432,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run_cli(args: argparse.Namespace) -> int:
     """`python -m lua_core train-v2`."""
-    given = {
-        f.name: getattr(args, f.name) for f in fields(ResidualTrainConfig) if getattr(args, f.name, None) is not None
-    }
-    given["data"] = tuple(given["data"])
-    cfg = ResidualTrainConfig(**given)
-    state = Path(cfg.run_dir) / "state.pt"
-    if args.resume and state.is_file():
-        saved = torch.load(state, map_location="cpu", weights_only=True)["config"]
-        saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
-        cfg = replace(ResidualTrainConfig(**saved), minutes=cfg.minutes, steps=cfg.steps)
+    cfg, resuming = config_from_flags(args, ResidualTrainConfig, keep_on_resume=("minutes", "steps"))
     trainer = ResidualTrainer(cfg)
-    if args.resume and state.is_file():
+    if resuming:
         trainer.load_state()
     trainer.run()
     if args.export:

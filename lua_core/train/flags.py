@@ -1,0 +1,44 @@
+"""Command-line flags of a frozen training config: one flag per field, and the config built back from them."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+Config = TypeVar("Config")
+
+
+def int_tuple(text: str) -> tuple[int, ...]:
+    """'2,4' -> (2, 4): the flag form of a tuple field."""
+    return tuple(int(x) for x in text.split(","))
+
+
+def add_config_flags(p: argparse.ArgumentParser, config: type, skip: tuple[str, ...]) -> None:
+    """One `--field-name` flag per field of `config` not in `skip`, typed like the field's default."""
+    for f in fields(config):
+        if f.name not in skip:
+            kind = type(f.default)
+            p.add_argument("--" + f.name.replace("_", "-"), type=int_tuple if kind is tuple else kind)
+
+
+def with_tuples(values: dict[str, Any]) -> dict[str, Any]:
+    """Lists (from argparse's nargs or a saved state) as tuples, the frozen configs' sequence type."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def config_from_flags(
+    args: argparse.Namespace, config: type[Config], keep_on_resume: tuple[str, ...]
+) -> tuple[Config, bool]:
+    """The run's config and whether it resumes: the flags given, or with `--resume` and a saved state in its run
+    folder, the saved config but for the fields in `keep_on_resume`."""
+    given = with_tuples({f.name: getattr(args, f.name) for f in fields(config) if getattr(args, f.name, None) is not None})
+    cfg = config(**given)
+    state = Path(cfg.run_dir) / "state.pt"
+    if not (args.resume and state.is_file()):
+        return cfg, False
+    saved = with_tuples(torch.load(state, map_location="cpu", weights_only=True)["config"])
+    return replace(config(**saved), **{name: getattr(cfg, name) for name in keep_on_resume}), True
