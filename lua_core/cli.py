@@ -1,6 +1,6 @@
 """`python -m lua_core` (or `lua-upscale`): info, convert, upscale, train, eval, demo.
 
-Each subcommand's module registers its own flags and handler (`add_parser(subparsers)` sets `func`);
+Each subcommand's flags and handler come from its module (`add_arguments(parser)` sets `func`);
 `main` parses once and dispatches. Expected failures print one `error:` line and exit with code 2.
 Outputs are never written over an input, a model, or any existing file without `--overwrite`, and
 always through a temporary file renamed into place, so a failure leaves no partial file.
@@ -361,10 +361,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_convert_parser(sub)
     add_upscale_parser(sub)
     add_train_parser(sub)
-    residual.add_parser(sub)
-    pixel_upscaler.add_parser(sub)
-    evaluation.add_parser(sub)
-    demo.add_parser(sub)
+    # commands living in their own module: its docstring is the long help, its add_arguments the flags and handler
+    commands = (
+        ("train-v2", "train a v2 model (re-encode prior + residual)", residual),
+        ("train-upscaler", "train one head's pixel upscaler inside a v2 file's prior", pixel_upscaler),
+        ("eval", "quality report of one model on held-out images", evaluation),
+        ("demo", "LUA x2/x4 on a bundled photo vs pixel and latent bicubic, with PSNR and timings", demo),
+    )
+    for name, help_line, module in commands:
+        module.add_arguments(
+            sub.add_parser(
+                name, help=help_line, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+            )
+        )
     return p
 
 

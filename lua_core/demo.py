@@ -109,14 +109,8 @@ def timed(fn: Callable[[], torch.Tensor], device: torch.device, warm_up: bool = 
     return value, (time.perf_counter() - t0) * 1000
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `demo` (flags and handler) on the CLI's subcommands."""
-    p = subparsers.add_parser(
-        "demo",
-        help="LUA x2/x4 on a bundled photo vs pixel and latent bicubic, with PSNR and timings",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags and handler of `demo` (lua_core/cli.py `build_parser` names the subcommand)."""
     p.add_argument("--output", default=DEFAULT_OUTPUT, help=f"folder for the results (default: ./{DEFAULT_OUTPUT})")
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="LUA model (default: the bundled SDXL model)")
     p.add_argument("--image", default=str(SAMPLE_IMAGE), help="the original photo (default: the bundled 512x512 one)")
@@ -126,7 +120,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--device", default=None, help="cpu (default), cuda, mps")
     p.set_defaults(func=run)
-    return p
 
 
 def run(args: argparse.Namespace) -> int:

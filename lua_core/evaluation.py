@@ -132,14 +132,8 @@ def comparison_figure(
     return out
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `eval` (flags and handler) on the CLI's subcommands."""
-    p = subparsers.add_parser(
-        "eval",
-        help="quality report of one model on held-out images",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags and handler of `eval` (lua_core/cli.py `build_parser` names the subcommand)."""
     p.add_argument("--model", required=True, help="LUA model file")
     p.add_argument("--data", required=True, help="image folder the model was trained from (its held-out split is used)")
     p.add_argument("--vae-approx", default="", help="folder with the family's tiny autoencoder")
@@ -150,7 +144,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--output", default="", help="write the JSON report here")
     p.add_argument("--figure", default="", help="write a side-by-side crop PNG of the first image here")
     p.set_defaults(func=run)
-    return p
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,7 +13,13 @@ from conftest import SHARED, VAE_APPROX
 from lua_core import get_family, load_model, upscale_latent
 from lua_core.arch.pixel_upscaler import PixelUpscaler, resize_pixels
 from lua_core.model import new_v2_model, with_pixel_upscaler, without_pixel_upscaler
-from lua_core.train.pixel_upscaler import TILE_MARGIN, PairCrops, UpscalerTrainConfig, UpscalerTrainer
+from lua_core.train.pixel_upscaler import (
+    TILE_MARGIN,
+    PairCrops,
+    UpscalerTrainConfig,
+    UpscalerTrainer,
+    round_trip_mse,
+)
 from lua_core.train.prior_tiles import StepSampler
 
 pytestmark = pytest.mark.skipif(not VAE_APPROX.is_dir(), reason="needs ../shared/vae_approx (CI has it)")
@@ -139,3 +145,39 @@ def test_train_upscaler_learns_over_bicubic_resumes_and_leaves_every_other_weigh
     z = torch.randn(1, 4, 8, 8)
     assert torch.equal(upscale_latent(out, z, 4), upscale_latent(base, z, 4))
 
+
+
+def test_round_trip_loss_trains_the_upscaler_for_what_survives_the_re_encode(tmp_path):
+    """--loss-on round-trip: the loss is decode(encode(upscaled)) against HR, its gradient reaches the upscaler
+    through the frozen autoencoder, and the run lowers it; settings that cannot work are refused up front."""
+    with pytest.raises(ValueError, match="expected one of upscaled, round-trip"):
+        UpscalerTrainConfig(model="m", scale=2, data=("d",), loss_on="decoded")
+    with pytest.raises(ValueError, match="multiple of 8"):
+        UpscalerTrainConfig(model="m", scale=2, data=("d",), crop=30, loss_on="round-trip")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in sorted((SHARED / "data" / "photos" / "urban100").glob("*"))[:4]:
+        shutil.copy(path, photos / path.name)
+    torch.manual_seed(0)
+    new_v2_model(get_family("sd1"), width=8, blocks=1, vae_approx=VAE_APPROX).save(tmp_path / "base.safetensors")
+    cfg = UpscalerTrainConfig(
+        model=str(tmp_path / "base.safetensors"), scale=2, data=(str(photos),), run_dir=str(tmp_path / "run"),
+        minutes=0.15, width=16, depth=2, tile=64, crop=32, batch=4, lr=2e-3, synthetic_tiles=2, loss_on="round-trip",
+    )
+    trainer = UpscalerTrainer(cfg, say=lambda *_: None)
+    assert trainer.border == (2 + 2) * 2 + 16
+    m, prior = TILE_MARGIN, trainer.model.net.prior
+    low, high = trainer.lows[:, :, m:-m, m:-m].float(), trainer.highs[:, :, 2 * m : -2 * m, 2 * m : -2 * m].float()
+    loss = round_trip_mse(prior, 2, (0, 0.0), low[:1], high[:1], trainer.border)
+    loss.backward()
+    assert trainer.upscaler.tail.weight.grad.abs().sum() > 0  # through the frozen encoder and decoder
+    assert all(p.grad is None for p in (*prior.encoder.parameters(), *prior.decoder.parameters()))
+    trainer.upscaler.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        before = round_trip_mse(prior, 2, (0, 0.0), low, high, trainer.border).item()
+    trainer.run()
+    with torch.no_grad():
+        after = round_trip_mse(prior, 2, (0, 0.0), low, high, trainer.border).item()
+    assert after < before, f"after {trainer.step} steps: {after} vs bicubic's round trip {before}"
+    record = trainer.export(tmp_path / "out.safetensors").info.provenance["pixel_upscalers"]["x2"]
+    assert record["loss"] == "mse after the tiny autoencoder's round trip"

@@ -682,6 +682,34 @@ def test_keep_if_better_names_the_colour_patches_a_new_file_adds(tmp_path):
     assert new_colour_patches(clean, painting, str(VAE_APPROX), side=64) == {}  # the clean file adds none
 
 
+def test_keep_if_better_scores_both_files_side_by_side_on_the_reports_images(tmp_path):
+    """tools/keep_if_better.py judges the new file against the old one scored in the same process: a head both
+    files share scores exactly the same, a changed head differs; a report made on other images is refused."""
+    import sys
+
+    from conftest import ROOT, SHARED
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from keep_if_better import new_minus_old_db
+    from select_v2_heads import with_head_gains
+
+    from lua_core.data_split import held_out_images
+
+    data = SHARED / "data" / "train"
+    new, old = tmp_path / "new.safetensors", tmp_path / "old.safetensors"
+    trained = randomised_residual(new_v2_model(get_family("sd1"), width=8, blocks=1, vae_approx=VAE_APPROX), std=0.05)
+    trained.save(new)
+    with_head_gains(trained, {"x2": 0.0}).save(old)  # the same file but x2 shipped as the prior alone
+    report = {"images": [held_out_images(data, 0.08)[0].name], "n_images": 1, "max_side": 64}
+    compared = new_minus_old_db(new, old, report, str(data), str(VAE_APPROX))
+    assert set(compared) == {"x2", "x4"}
+    assert compared["x4"]["new"] == compared["x4"]["old"] and compared["x4"]["new_minus_old_db"] == 0
+    assert compared["x2"]["new_minus_old_db"] != 0
+    assert compared["x2"]["new_minus_old_db"] == round(compared["x2"]["new"] - compared["x2"]["old"], 4)
+    with pytest.raises(SystemExit, match="not the report's"):
+        new_minus_old_db(new, old, {**report, "images": ["another.png"]}, str(data), str(VAE_APPROX))
+
+
 @pytest.mark.parametrize("gain", [0.0, 0.5])
 def test_head_gain_scales_the_residual_exactly(gain):
     """tools/select_v2_heads.py ships a head at gain g: its output is prior + g * (trained output - prior)."""

@@ -100,6 +100,7 @@
 #   runs/s1207b-up sd3:4; flux1:4 the same way lost 0.10 dB on the report (.../flux1-pixel-upscaler-rejected.json);
 #   sd1:4 the same way (x4 +0.29 dB) was refused for x2 -0.0012 dB, though x2 is the same tensors (decoder matching
 #   varies between runs), and was then shipped by hand: the selected file copied to models/ and the report rerun.
+#   Since then tools/keep_if_better.py scores the old and the new file side by side in one process.
 #   Upscalers trained on a GPU (bench/gpu_kit.py --train-upscalers F:S, docs/gpu.md): copy each train-F-xS.safetensors
 #   to RUNS/F-xS.safetensors and run UPSCALER=1 ... RUNS F:S: a file already there is used as it is.
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.

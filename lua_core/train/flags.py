@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import fields, replace
-from pathlib import Path
 from typing import Any, TypeVar
 
-import torch
+from .state import read_state, state_path
 
 Config = TypeVar("Config")
 
@@ -37,8 +36,8 @@ def config_from_flags(
     folder, the saved config but for the fields in `keep_on_resume`."""
     given = with_tuples({f.name: getattr(args, f.name) for f in fields(config) if getattr(args, f.name, None) is not None})
     cfg = config(**given)
-    state = Path(cfg.run_dir) / "state.pt"
+    state = state_path(cfg.run_dir)
     if not (args.resume and state.is_file()):
         return cfg, False
-    saved = with_tuples(torch.load(state, map_location="cpu", weights_only=True)["config"])
+    saved = with_tuples(read_state(state)["config"])
     return replace(config(**saved), **{name: getattr(cfg, name) for name in keep_on_resume}), True

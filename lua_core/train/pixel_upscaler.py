@@ -7,7 +7,10 @@
 Pairs: random tiles of the training split (native resolution, each folder keeps its held-out split), the LR tile =
 the antialiased-bicubic downsample (bench/quality.py's protocol), its input = the file's own tiny decoder of the
 file's own tiny encoding of it, its target = the HR tile. Computed once per run (pairs.pt in the run folder).
-Loss: squared error (what PSNR scores) inside a border the convs' zero padding reaches. Everything else in the file
+Loss: squared error (what PSNR scores) inside a border the convs' padding reaches, of the upscaled crop
+(`--loss-on upscaled`) or of what the prior passes on (`--loss-on round-trip`: the tiny autoencoder's round trip of
+the upscaled crop, with the head's back-projection steps; slower, and it learns only what survives the re-encode,
+so it fits a warm start: a file whose head already has an upscaler). Everything else in the file
 stays bit for bit; the exported file resizes head `scale`'s prior with the trained upscaler (its residual head then
 sees a better prior than it was trained on: tools/select_v2_heads.py chooses its gain again). `state.pt` makes a run
 resumable (`--resume`).
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..arch.reencode_residual import PIXEL_FACTOR, ReencodePrior
 from ..data_split import scan_images, split_images
 from ..devices import training_device, training_hardware
 from ..fileio import atomic_write
@@ -33,7 +37,11 @@ from ..imaging import bicubic_resize, load_rgb, synthetic_smooth_tile, to_tensor
 from ..model import LUAModel, load_model, with_pixel_upscaler
 from .flags import add_config_flags, config_from_flags
 from .prior_tiles import StepSampler
+from .state import read_state, state_path, write_state
 
+LOSSES = ("upscaled", "round-trip")
+# the round trip's convs reach this far past the upscaler's border: edge pixels the full image would not have
+ROUND_TRIP_BORDER = 2 * PIXEL_FACTOR
 PAIRS_VERSION = 2  # bump when the pairs change for the same settings (2: synthetic smooth tiles)
 TILE_MARGIN = 8  # input pixels cut from each tile edge before cropping: where the tile's own decode differs most
 
@@ -62,10 +70,18 @@ class UpscalerTrainConfig:
     save_every: int = 500
     device: str = "auto"  # auto = cuda when available, else cpu (the pairs are built there too)
     threads: int = 0  # CPU threads (0: torch's default)
+    loss_on: str = "upscaled"  # or "round-trip": the tiny autoencoder's round trip of the upscaled crop
 
     def __post_init__(self) -> None:
         if self.crop + 2 * TILE_MARGIN > self.tile:
             raise ValueError(f"--crop {self.crop} leaves no room in --tile {self.tile} (edges of {TILE_MARGIN} px)")
+        if self.loss_on not in LOSSES:
+            raise ValueError(f"--loss-on {self.loss_on!r}: expected one of {', '.join(LOSSES)}")
+        if self.loss_on == "round-trip" and self.crop * self.scale % PIXEL_FACTOR:
+            raise ValueError(
+                f"--loss-on round-trip encodes the upscaled crop: --crop {self.crop} x{self.scale} must be a multiple "
+                f"of {PIXEL_FACTOR} pixels"
+            )
 
 
 def training_pairs(model: LUAModel, cfg: UpscalerTrainConfig, say=print) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,6 +138,16 @@ def pixel_mse(upscaler: torch.nn.Module, low: torch.Tensor, high: torch.Tensor, 
     return err[..., border:-border, border:-border].square().mean()
 
 
+def round_trip_mse(
+    prior: ReencodePrior, scale: int, refine: tuple[int, float], low: torch.Tensor, high: torch.Tensor, border: int
+) -> torch.Tensor:
+    """Squared error against HR of what the prior passes on for head `scale`: decode(encode(upscaled crop)), after
+    `refine` back-projection steps, `border` output pixels in from each edge."""
+    latent, _ = prior(prior.upscale(low, scale), refine)
+    err = prior.decode(latent) - high
+    return err[..., border:-border, border:-border].square().mean()
+
+
 class UpscalerTrainer:
     """A thin loop: pairs (built once) -> crops -> squared error -> Adam with a cosine over the time budget."""
 
@@ -129,6 +155,7 @@ class UpscalerTrainer:
         self.cfg, self.say = cfg, say
         self.device = training_device(cfg.device)  # before anything is written: a wrong --device leaves no run folder
         self.run_dir = Path(cfg.run_dir)
+        self.state_path = state_path(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -153,14 +180,12 @@ class UpscalerTrainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda _: self.lr_factor())
         # the convs' (replicate) padding reaches depth + 2 input pixels in from a crop edge
         self.border = (self.model.config.upscaler_depth + 2) * cfg.scale
+        if cfg.loss_on == "round-trip":
+            self.border += ROUND_TRIP_BORDER
 
     def lr_factor(self) -> float:
         """Cosine decay over `minutes` of training time."""
         return 0.5 * (1 + math.cos(math.pi * min(1.0, self.seconds / (self.cfg.minutes * 60))))
-
-    @property
-    def state_path(self) -> Path:
-        return self.run_dir / "state.pt"
 
     def save_state(self) -> None:
         """Write state.pt atomically (upscaler weights, optimiser, step, time, config)."""
@@ -171,15 +196,22 @@ class UpscalerTrainer:
             "upscaler": self.upscaler.state_dict(),
             "opt": self.opt.state_dict(),
         }
-        atomic_write(self.state_path, lambda tmp: torch.save(state, tmp))
+        write_state(self.state_path, state)
 
     def load_state(self) -> None:
         """Continue where state.pt left off."""
-        state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        state = read_state(self.state_path)
         self.upscaler.load_state_dict(state["upscaler"])
         self.opt.load_state_dict(state["opt"])
         self.step, self.seconds = int(state["step"]), float(state["seconds"])
         self.say(f"resumed at step {self.step} ({self.seconds / 60:.1f} min trained)")
+
+    def loss(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """The run's loss (--loss-on) on one batch of crops."""
+        if self.cfg.loss_on == "round-trip":
+            refine = self.model.config.refine_for(self.cfg.scale)
+            return round_trip_mse(self.model.net.prior, self.cfg.scale, refine, low, high, self.border)
+        return pixel_mse(self.upscaler, low, high, self.border)
 
     def run(self) -> None:
         """Train until `minutes` of training in all; state saved every `save_every` steps and at the end."""
@@ -191,7 +223,7 @@ class UpscalerTrainer:
                 while self.seconds < cfg.minutes * 60:
                     t0 = time.time()
                     low, high = (t.to(self.device, non_blocking=True) for t in next(batches))
-                    loss = pixel_mse(self.upscaler, low, high, self.border)
+                    loss = self.loss(low, high)
                     self.opt.zero_grad(set_to_none=True)
                     loss.backward()
                     self.opt.step()
@@ -218,7 +250,7 @@ class UpscalerTrainer:
             "tile_pairs": len(self.lows),
             "synthetic_tiles": self.cfg.synthetic_tiles,
             "batch": self.cfg.batch,
-            "loss": "mse",
+            "loss": "mse" if self.cfg.loss_on == "upscaled" else "mse after the tiny autoencoder's round trip",
             "hardware": training_hardware(),
             "date": time.strftime("%Y-%m-%d"),
         }
@@ -229,14 +261,8 @@ class UpscalerTrainer:
         return model
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `train-upscaler` on the CLI's subcommands."""
-    p = subparsers.add_parser(
-        "train-upscaler",
-        help="train one head's pixel upscaler inside a v2 file's prior",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags and handler of `train-upscaler` (lua_core/cli.py `build_parser` names the subcommand)."""
     p.add_argument("--model", required=True, help="the v2 .safetensors file whose head gets the upscaler")
     p.add_argument("--scale", type=int, required=True)
     p.add_argument("--data", nargs="+", required=True, help="image folders (each keeps its own held-out split)")
@@ -248,7 +274,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--export", default="", help="write the file with the trained upscaler here when the run stops")
     p.set_defaults(func=run_cli)
-    return p
 
 
 def run_cli(args: argparse.Namespace) -> int:

@@ -29,10 +29,10 @@ from torch.utils.data import DataLoader
 from ..arch.reencode_residual import PIXEL_FACTOR, ReencodeResidual
 from ..devices import training_device, training_hardware
 from ..families import get_family
-from ..fileio import atomic_write
 from ..model import LUAModel, new_v2_model, new_v2_model_over_prior
 from .flags import add_config_flags, config_from_flags
 from .prior_tiles import StepSampler, TileCrops, TileSpec, build_tiles
+from .state import read_state, state_path, write_state
 
 PIXEL_LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 
@@ -204,6 +204,7 @@ class ResidualTrainer:
         self.device = training_device(cfg.device)
         self.net.to(self.device)
         self.run_dir = Path(cfg.run_dir)
+        self.state_path = state_path(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.train_heads:
             learn = tuple(f"{part}.x{s}." for part in ("stems", "heads") for s in cfg.train_heads)
@@ -304,10 +305,6 @@ class ResidualTrainer:
 
     # ------------------------------------------------------------------ state
 
-    @property
-    def state_path(self) -> Path:
-        return self.run_dir / "state.pt"
-
     def save_state(self) -> None:
         """Write state.pt atomically (residual weights, EMA, optimiser, schedule, step, config)."""
         state = {
@@ -320,11 +317,11 @@ class ResidualTrainer:
             "opt": self.opt.state_dict(),
             "sched": self.sched.state_dict(),
         }
-        atomic_write(self.state_path, lambda tmp: torch.save(state, tmp))
+        write_state(self.state_path, state)
 
     def load_state(self) -> None:
         """Continue exactly where state.pt left off."""
-        state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        state = read_state(self.state_path)
         self.net.load_state_dict(state["net"], strict=False)
         self.ema.module.load_state_dict(state["ema"], strict=False)
         self.ema.n_averaged.copy_(state["ema_n"])
@@ -408,14 +405,8 @@ class ResidualTrainer:
         return model
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `train-v2` on the CLI's subcommands."""
-    p = subparsers.add_parser(
-        "train-v2",
-        help="train a v2 model (re-encode prior + residual)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags and handler of `train-v2` (lua_core/cli.py `build_parser` names the subcommand)."""
     p.add_argument("--family", required=True)
     p.add_argument("--data", nargs="+", required=True, help="image folders (each keeps its own held-out split)")
     add_config_flags(p, ResidualTrainConfig, skip=("family", "data"))
@@ -427,7 +418,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--export", default="", help="write the trained model here when the run stops")
     p.add_argument("--note", default="")
     p.set_defaults(func=run_cli)
-    return p
 
 
 def run_cli(args: argparse.Namespace) -> int:

@@ -1,5 +1,5 @@
-"""The run's state file (<run_dir>/state.pt) as --resume reads it back: the settings the run was started with,
-and the stage schedule it follows (which --fit-minutes may have rescaled)."""
+"""The run's state file (<run_dir>/state.pt) of every trainer, and as `train --resume` reads it back: the settings the
+run was started with, and the stage schedule it follows (which --fit-minutes may have rescaled)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..fileio import atomic_write
 from .config import TrainConfig
 
 STATE_FILE = "state.pt"
@@ -35,6 +36,11 @@ def state_path(run_dir: str | Path) -> Path:
 def read_state(path: Path) -> dict[str, Any]:
     """The saved state, tensors on the CPU."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def write_state(path: Path, state: dict[str, Any]) -> None:
+    """Save a run's state through a temporary file: a run stopped mid-write keeps its previous state."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def stored_config(state: dict[str, Any]) -> TrainConfig:

@@ -27,7 +27,6 @@ from ..baselines import resize_latent
 from ..checkpoint import ModelInfo, save_safetensors
 from ..engine import pad_to_multiple
 from ..families import get_family
-from ..fileio import atomic_write
 from ..imaging import bicubic_resize
 from ..metrics import psnr
 from ..tiny_ae import TinyAutoencoder, load_tiny_autoencoder
@@ -37,7 +36,7 @@ from .data import LatentCrops, build_cache
 from .distributed import ResumableSampler, init_distributed, state_checksum
 from .optim import autocast_for, ema_average, gradient_shares
 from .schedule import FIT_AFTER_STEPS, STAGE_NAMES, fit_stages, heads_at, lr_factor, stage_at
-from .state import check_same_model, read_state, resumed_stages, state_path, stored_config
+from .state import check_same_model, read_state, resumed_stages, state_path, stored_config, write_state
 
 
 class MultiHead(nn.Module):
@@ -191,7 +190,7 @@ class Trainer:
             "config": self.cfg.to_dict(),  # the settings as given (a plain dict, as in every earlier state file)
             "stages": list(self.stages),  # the schedule followed, fitted to --fit-minutes or not
         }
-        atomic_write(self.state_path, lambda tmp: torch.save(state, tmp))
+        write_state(self.state_path, state)
 
     # ------------------------------------------------------------------ one step
 
