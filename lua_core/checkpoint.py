@@ -76,9 +76,7 @@ class ModelInfo:
                 f"{self.prior['autoencoder']} decode -> {cfg.resize} -> encode"
                 + (
                     f" (x{', x'.join(map(str, cfg.upscaler_scales))}: bicubic + a learned pixel residual, width "
-                    f"{cfg.upscaler_width}, depth {cfg.upscaler_depth}"
-                    + "".join(f"; x{sc}'s only where the luma std exceeds {g:g}" for sc, g in cfg.upscaler_gates)
-                    + ")"
+                    f"{cfg.upscaler_width}, depth {cfg.upscaler_depth})"
                     if cfg.upscaler_scales
                     else ""
                 )

@@ -180,16 +180,6 @@ def with_pixel_upscaler(model: LUAModel, scale: int, width: int | None = None, d
     return LUAModel(net.eval(), replace(model.info, config=new_cfg, provenance=dict(model.info.provenance)), model.name)
 
 
-def with_upscaler_gates(model: LUAModel, by_scale: dict[int, float]) -> LUAModel:
-    """A copy of a v2 model whose heads add their upscaler's residual only where the bicubic pixels have detail, as
-    {scale: luma std} says (arch/pixel_upscaler.py; 0 removes a head's gate; weights are kept)."""
-    cfg = model.config
-    if not isinstance(cfg, ReencodeResidualConfig):
-        raise ValueError(f"{model.info.title()} has no re-encode prior whose upscaler could be gated")
-    merged = dict(cfg.upscaler_gates) | by_scale
-    return _with_config(model, replace(cfg, upscaler_gates=tuple((s, g) for s, g in merged.items() if g)))
-
-
 def without_pixel_upscaler(model: LUAModel, scale: int) -> LUAModel:
     """A copy of a v2 model whose head `scale` resizes in its prior by bicubic again (its upscaler and its record
     dropped; every other head computes exactly what it did)."""

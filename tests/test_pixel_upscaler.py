@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import replace
 from itertools import islice
@@ -13,8 +12,7 @@ from conftest import SHARED, VAE_APPROX
 
 from lua_core import get_family, load_model, upscale_latent
 from lua_core.arch.pixel_upscaler import PixelUpscaler, resize_pixels
-from lua_core.fileio import read_safetensors_header
-from lua_core.model import new_v2_model, with_pixel_upscaler, with_upscaler_gates, without_pixel_upscaler
+from lua_core.model import new_v2_model, with_pixel_upscaler, without_pixel_upscaler
 from lua_core.train.pixel_upscaler import (
     TILE_MARGIN,
     PairCrops,
@@ -44,45 +42,6 @@ def test_an_upscaler_treats_an_image_edge_like_its_inside():
     cell = out[..., :4, :4]
     assert cell.flatten(2).std(-1).max() > 1e-3  # the residual is really there (bicubic of a flat colour is flat)
     assert torch.allclose(out, cell.repeat(1, 1, 20, 20), atol=1e-6)
-
-
-def test_a_gated_upscaler_keeps_smooth_areas_bicubic_and_detail_learned():
-    """gate > 0: the residual is added only where the bicubic pixels' local luma std reaches the gate."""
-    torch.manual_seed(0)
-    upscaler = PixelUpscaler(4, 16, 2)
-    with torch.no_grad():
-        torch.nn.init.normal_(upscaler.tail.weight, std=0.05)
-    flat = torch.tensor([0.2, 0.25, 0.1]).view(1, 3, 1, 1).expand(1, 3, 24, 24)
-    noise = torch.rand(1, 3, 24, 24)
-    half = torch.cat([flat[..., :12], noise[..., 12:]], -1)  # smooth left half, detail right half
-    with torch.no_grad():
-        bicubic = resize_pixels(half, (96, 96))
-        ungated, gated = upscaler(half), upscaler(half, 0.02)
-    reach = (ungated - bicubic)[..., :24].abs().max()
-    assert reach > 1e-2  # ungated, the residual reaches the flat half
-    # gated, it stays bicubic there (up to float rounding in the local variance: a few % of the residual) ...
-    assert (gated - bicubic)[..., :24].abs().max() < reach / 20
-    assert torch.equal(gated[..., -24:], ungated[..., -24:])  # ... and learned where there is detail
-
-
-def test_upscaler_gates_live_in_the_file_and_need_an_upscaler(tmp_path):
-    model = with_pixel_upscaler(new_v2_model(get_family("sd1"), width=8, blocks=1, vae_approx=VAE_APPROX), 4, 16, 2)
-    with torch.no_grad():
-        torch.nn.init.normal_(model.net.prior.upscalers["x4"].tail.weight, std=0.05)
-    gated = with_upscaler_gates(model, {4: 0.05})
-    gated.save(tmp_path / "gated.safetensors")
-    loaded = load_model(tmp_path / "gated.safetensors")
-    assert loaded.config.upscaler_gates == ((4, 0.05),) and loaded.config.upscaler_gate_for(2) == 0.0
-    assert "x4's only where the luma std exceeds 0.05" in loaded.info.describe()
-    z = torch.cat([torch.zeros(1, 4, 8, 4), torch.randn(1, 4, 8, 4) * 2], -1)
-    assert not torch.equal(upscale_latent(loaded, z, 4), upscale_latent(model, z, 4))  # the engine applies it
-    assert torch.equal(upscale_latent(loaded, z, 2), upscale_latent(model, z, 2))  # other heads as they were
-    assert with_upscaler_gates(loaded, {4: 0.0}).config.upscaler_gates == ()
-    model.save(tmp_path / "plain.safetensors")  # no gate: the key stays out, so the last release reads the file
-    config_of = lambda name: json.loads(read_safetensors_header(tmp_path / name)[0]["__metadata__"]["lua.config"])  # noqa: E731
-    assert "upscaler_gates" not in config_of("plain.safetensors") and config_of("gated.safetensors")["upscaler_gates"]
-    with pytest.raises(ValueError, match="upscaler_gates"):
-        with_upscaler_gates(model, {2: 0.05})  # x2 has no upscaler to gate
 
 
 def test_a_head_with_an_upscaler_starts_as_the_file_and_the_file_keeps_it(tmp_path):

@@ -13,8 +13,7 @@ from conftest import SHARED, VAE_APPROX
 from safetensors import safe_open
 
 from lua_core import get_family, load_model, upscale_latent
-from lua_core.arch.pixel_upscaler import smooth_weight
-from lua_core.arch.reencode_residual import MATCH_LR, ReencodeResidualConfig
+from lua_core.arch.reencode_residual import MATCH_LR, ReencodeResidualConfig, smooth_weight
 from lua_core.checkpoint import identify_foreign, read_state_dict
 from lua_core.engine import plan_tiles
 from lua_core.errors import CheckpointError

@@ -32,7 +32,7 @@ from lua_core.data_split import held_out_images  # noqa: E402
 from lua_core.engine import upscale_latent  # noqa: E402
 from lua_core.evaluation import hr_crop, lr_latent  # noqa: E402
 from lua_core.metrics import psnr  # noqa: E402
-from lua_core.model import LUAModel, load_model, with_upscaler_gates  # noqa: E402
+from lua_core.model import LUAModel, load_model  # noqa: E402
 from lua_core.tiny_ae import load_tiny_autoencoder  # noqa: E402
 
 WHY = (
@@ -69,21 +69,6 @@ def scores(
     return {sc: {k: round(v / len(images), 4) for k, v in d.items()} for sc, d in sums.items()}
 
 
-@torch.no_grad()
-def upscaled_pixel_scores(
-    model: LUAModel, ae, images: list[Path], max_side: int, scale: int, stds: list[float]
-) -> dict[float, float]:
-    """Mean PSNR of head `scale`'s upscaled pixels (the prior's resize, before the re-encode) per gate std."""
-    upscaler = model.net.prior.upscalers[f"x{scale}"]
-    sums = dict.fromkeys(stds, 0.0)
-    for path in images:
-        hr = hr_crop(path, max_side)
-        low = ae.decode(lr_latent(ae, hr, scale)).clamp(0, 1)
-        for g in stds:
-            sums[g] += psnr(upscaler(low, g), hr).item()
-    return {g: round(v / len(images), 4) for g, v in sums.items()}
-
-
 def add_selection_image_args(p: argparse.ArgumentParser) -> None:
     """The options naming the held-out images a choice is made on (and how they are scored)."""
     p.add_argument("--data", default=str(SHARED / "data" / "train"))
@@ -113,13 +98,6 @@ def main() -> None:
     add_selection_image_args(p)
     p.add_argument("--gains", default="0,0.25,0.5,0.75,1", help="residual gains to try per head (0 and 1 included)")
     p.add_argument(
-        "--upscaler-gates",
-        default="",
-        help="luma stds to try per head as its upscaler's gate (arch/pixel_upscaler.py), e.g. 0.02,0.04,0.08; each "
-        "head with an upscaler keeps the one (or none) whose upscaled pixels score best on the same images, before "
-        "its gain is chosen",
-    )
-    p.add_argument(
         "--heads", default="", help="heads to choose a gain for, e.g. x2 (default: every head); the others ship as "
         "the candidate has them, with its record of their gains (a file trained with --train-heads)"
     )
@@ -134,20 +112,12 @@ def main() -> None:
     heads = args.heads.split(",") if args.heads else [f"x{s}" for s in candidate.scales]
     if not set(heads) <= {f"x{s}" for s in candidate.scales}:
         raise SystemExit(f"--heads {args.heads}: {args.candidate} has heads {', '.join(f'x{s}' for s in candidate.scales)}")
-    images = selection_images(args)
-    ae = load_tiny_autoencoder(candidate.family, [args.vae_approx])
-    t0 = time.time()
-    gate_scores = {}
-    if args.upscaler_gates:
-        stds = sorted({0.0, *(float(g) for g in args.upscaler_gates.split(","))})
-        for sc in (h for h in heads if int(h[1:]) in candidate.config.upscaler_scales):
-            gate_scores[sc] = upscaled_pixel_scores(candidate, ae, images, args.max_side, int(sc[1:]), stds)
-        # ties go to no gate
-        chosen_gates = {int(sc[1:]): max(stds, key=lambda g, m=m: (m[g], g == 0)) for sc, m in gate_scores.items()}
-        candidate = with_upscaler_gates(candidate, chosen_gates)
     models = {f"gain{g:g}": with_head_gains(candidate, dict.fromkeys(heads, g)) for g in gains if g != 1}
     models.update(candidate=candidate, current=load_model(current_path))
     models["prior"] = models.pop("gain0")
+    images = selection_images(args)
+    ae = load_tiny_autoencoder(candidate.family, [args.vae_approx])
+    t0 = time.time()
     per_scale = scores(models, ae, images, args.max_side, tuple(int(h[1:]) for h in heads))
     name_of = {g: "prior" if g == 0 else "candidate" if g == 1 else f"gain{g:g}" for g in gains}
     # the best gain per head; ties go to the smaller gain (the prior on a tie, as before)
@@ -177,8 +147,6 @@ def main() -> None:
         "max_side": args.max_side,
         "psnr": per_scale,
         "gains_tried": gains,
-        "upscaled_pixel_psnr_by_gate": gate_scores,
-        "upscaler_gates": [list(g) for g in candidate.config.upscaler_gates],
         "gain": best,
         "residual_disabled": disabled,
         "output_psnr": shipped,

@@ -186,7 +186,6 @@ if [ "${UPSCALER:-0}" = 1 ]; then  # each head's prior resizes with a learned pi
     done
     # only the heads whose prior changed choose a gain again; the others ship as they are
     $PY tools/select_v2_heads.py --candidate "$model" --heads "x${heads//,/,x}" --output "$RUNS/$fam-selected.safetensors" \
-        ${GATES:+--upscaler-gates "$GATES"} \
         --report "bench/results/selection/$fam-pixel-upscaler.json"
     report_and_keep "$fam"
   done

@@ -339,13 +339,8 @@ def models_section() -> str:
                 + "".join(
                     f"; {sc} prior resized by a learned pixel upscaler (width {config.upscaler_width}, depth "
                     f"{config.upscaler_depth}: {r['trained_steps']} steps, {r['train_minutes']} min, {r['tile_pairs']} "
-                    f"tile pairs, {r['date']}, {r['hardware']}, {'MSE loss' if r['loss'] == 'mse' else r['loss'].replace('mse', 'MSE')}"
-                    + (
-                        f"; only where the luma std exceeds {config.upscaler_gate_for(int(sc[1:])):g}"
-                        if config.upscaler_gate_for(int(sc[1:]))
-                        else ""
-                    )
-                    + ")"
+                    f"tile pairs, {r['date']}, {r['hardware']}, "
+                    + ("MSE loss)" if r["loss"] == "mse" else r["loss"].replace("mse", "MSE") + ")")
                     for sc, r in prov.get("pixel_upscalers", {}).items()
                 )
                 + "".join(

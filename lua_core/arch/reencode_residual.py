@@ -40,16 +40,15 @@ from torch import nn
 
 from ..devices import cpu_has_native_bf16
 from ..errors import UnknownConfigKeys
-from .pixel_upscaler import PixelUpscaler, resize_pixels, smooth_weight
+from .pixel_upscaler import PixelUpscaler, resize_pixels
 from .taesd import make_decoder, make_encoder
 
 INPUT_VARIANTS = ("latent+prior", "latent+prior+pixels", "latent+prior+pixels+error")
 PIXEL_FACTOR = 8  # the tiny autoencoders' spatial factor (image pixels per unpacked latent pixel)
+MATCH_WINDOW = 17  # output pixels per side of the window whose luma std says "smooth"
 # Adam step on the scaled latent when a file names none (files of 2026-12-05 stored [scale, steps, sigma]; 10 steps
 # took a bokeh crop from 37.0 to 39.5 dB, FLUX.1 x4)
 MATCH_LR = 0.05
-# config keys no released pack knows yet (its reader refuses unknown keys): written only when set
-UNRELEASED_KEYS = ("upscaler_gates",)
 
 
 @dataclass(frozen=True)
@@ -69,8 +68,6 @@ class ReencodeResidualConfig:
     upscaler_scales: tuple[int, ...] = ()
     upscaler_width: int = 32
     upscaler_depth: int = 5
-    # (scale, luma std) for heads whose upscaler adds its residual only where the bicubic pixels have detail
-    upscaler_gates: tuple[tuple[int, float], ...] = ()
     pooled_encoder: tuple[int, ...] = ()  # taef2: encoder/decoder blocks with the extra pooled branch
     pooled_decoder: tuple[int, ...] = ()
     refine_steps: int = 0  # back-projection steps on the prior (0 = plain decode -> bicubic -> encode)
@@ -89,8 +86,6 @@ class ReencodeResidualConfig:
         object.__setattr__(self, "refine_by_scale", by_scale)
         matches = tuple(sorted(map(_match_entry, self.match_by_scale)))
         object.__setattr__(self, "match_by_scale", matches)
-        gates = tuple(sorted((int(s), float(g)) for s, g in self.upscaler_gates))
-        object.__setattr__(self, "upscaler_gates", gates)
         problems = []
         if self.channels % (self.patch * self.patch):
             problems.append(f"channels {self.channels} not divisible by patch^2 = {self.patch**2}")
@@ -117,10 +112,6 @@ class ReencodeResidualConfig:
             )
         if any(s not in self.scales for s in self.upscaler_scales):
             problems.append(f"upscaler_scales {self.upscaler_scales}: each must be a head of {self.scales}")
-        if any(s not in self.upscaler_scales or g <= 0 for s, g in gates) or len({s for s, _ in gates}) < len(gates):
-            problems.append(
-                f"upscaler_gates {gates}: one (scale, std > 0) at most per head with an upscaler {self.upscaler_scales}"
-            )
         if self.upscaler_scales and (self.upscaler_width < 4 or self.upscaler_depth < 0):
             problems.append(f"upscaler width {self.upscaler_width} / depth {self.upscaler_depth} too small")
         if self.width < 8 or self.blocks < 1:
@@ -135,10 +126,6 @@ class ReencodeResidualConfig:
                 return steps, rate
         return self.refine_steps, self.refine_rate
 
-    def upscaler_gate_for(self, scale: int) -> float:
-        """The luma std gating head `scale`'s upscaler residual; 0.0 when it is not gated."""
-        return next((g for s, g in self.upscaler_gates if s == scale), 0.0)
-
     def match_for(self, scale: int) -> tuple[int, float, float]:
         """(decoder-matching steps, smoothness sigma, Adam step) of head `scale`; (0, 0.0, 0.0) when off."""
         return next(((k, sg, lr) for s, k, sg, lr in self.match_by_scale if s == scale), (0, 0.0, 0.0))
@@ -149,10 +136,8 @@ class ReencodeResidualConfig:
         return self.channels // (self.patch * self.patch)
 
     def to_json(self) -> str:
-        """JSON text of this config (as stored in checkpoint metadata); keys newer than the last release are left
-        out while unused, so that release still reads the file."""
-        data = {k: v for k, v in asdict(self).items() if not (k in UNRELEASED_KEYS and v == ())}
-        return json.dumps(data, sort_keys=True)
+        """JSON text of this config (as stored in checkpoint metadata)."""
+        return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict) -> ReencodeResidualConfig:
@@ -185,6 +170,15 @@ class ResBlock(nn.Module):
         return x + self.conv2(F.relu(self.conv1(x)))
 
 
+def smooth_weight(pixels: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Per-pixel weight [B, 1, H, W] in [0, 1]: 1 where the luma is flat, 0 where its local std reaches `sigma`."""
+    luma = (pixels * pixels.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    pad = MATCH_WINDOW // 2
+    mean = F.avg_pool2d(luma, MATCH_WINDOW, 1, pad, count_include_pad=False)
+    var = F.avg_pool2d(luma * luma, MATCH_WINDOW, 1, pad, count_include_pad=False) - mean * mean
+    return (1 - var.clamp_min(0).sqrt() / sigma).clamp(0, 1)
+
+
 def match_autocast(latent: torch.Tensor) -> contextlib.AbstractContextManager:
     """bf16 autocast for the decoder-matching steps of an fp32 latent on a CPU with native bf16, else nothing.
 
@@ -212,11 +206,10 @@ class ReencodePrior(nn.Module):
         """Scaled latent -> RGB clamped to [0, 1] (the pixel route's first step)."""
         return self.decoder(zs).clamp(0, 1)
 
-    def upscale(self, pixels: torch.Tensor, scale: int, gate: float = 0.0) -> torch.Tensor:
-        """Decoded pixels [B, 3, H, W] -> [B, 3, H*scale, W*scale]: head `scale`'s learned upscaler (its residual
-        gated by `gate`, arch/pixel_upscaler.py), else bicubic."""
+    def upscale(self, pixels: torch.Tensor, scale: int) -> torch.Tensor:
+        """Decoded pixels [B, 3, H, W] -> [B, 3, H*scale, W*scale]: head `scale`'s learned upscaler, else bicubic."""
         if f"x{scale}" in self.upscalers:
-            return self.upscalers[f"x{scale}"](pixels, gate)
+            return self.upscalers[f"x{scale}"](pixels)
         return resize_pixels(pixels, (pixels.shape[-2] * scale, pixels.shape[-1] * scale))
 
     def forward(
@@ -375,7 +368,7 @@ class ReencodeResidual(nn.Module):
     def upscale_scaled(self, zs: torch.Tensor, scale: int) -> torch.Tensor:
         """Scaled unpacked latent [B, c, h, w] -> upscaled scaled latent [B, c, h*scale, w*scale]."""
         pixels = self.prior.decode(zs)
-        up = self.prior.upscale(pixels, scale, self.config.upscaler_gate_for(scale))
+        up = self.prior.upscale(pixels, scale)
         prior, error = self.prior(up, self.config.refine_for(scale), self.uses_error)
         out = prior + self.residual(zs, prior, pixels, scale, error)
         steps, sigma, lr = self.config.match_for(scale)

@@ -75,8 +75,6 @@ def cache_key(spec: TileSpec, images: list[Path], net: ReencodeResidual) -> str:
         prior.append([list(r) for r in cfg.refine_by_scale])
     if net.uses_error:  # the same: only the "+error" input variant caches the round-trip error
         prior.append("error")
-    if cfg.upscaler_gates:  # the same (the upscalers' weights are hashed with the prior's below)
-        prior.append([list(g) for g in cfg.upscaler_gates])
     h = hashlib.sha256(json.dumps([CACHE_VERSION, spec.key_fields(), prior], sort_keys=True).encode())
     for p in images:
         h.update(hashlib.sha256(p.read_bytes()).digest())
@@ -113,8 +111,7 @@ def encode_tiles(net: ReencodeResidual, hr: torch.Tensor) -> dict[str, torch.Ten
         pixels = net.prior.decode(zs)
         out[f"z{scale}"] = zs.cpu()
         out[f"pix{scale}"] = pixels.cpu()
-        up = net.prior.upscale(pixels, scale, net.config.upscaler_gate_for(scale))
-        prior, error = net.prior(up, net.config.refine_for(scale), net.uses_error)
+        prior, error = net.prior(net.prior.upscale(pixels, scale), net.config.refine_for(scale), net.uses_error)
         out[f"prior{scale}"] = prior.cpu()
         if error is not None:
             out[f"error{scale}"] = error.cpu()
