@@ -101,6 +101,10 @@
 #   sd1:4 the same way (x4 +0.29 dB) was refused for x2 -0.0012 dB, though x2 is the same tensors (decoder matching
 #   varies between runs), and was then shipped by hand: the selected file copied to models/ and the report rerun.
 #   Since then tools/keep_if_better.py scores the old and the new file side by side in one process.
+#   flux1:4 again alone on the cores (runs/s1207d-up, 2638 steps) lost 0.12 dB on the report (one dark bokeh render
+#   39.80 -> 35.01 dB; .../flux1-pixel-upscaler-rejected.json). The SDXL x4 upscaler fine-tuned through the round trip
+#   (train-upscaler --loss-on round-trip, 15 min) scored below the bundled file on images 17-32 (.../sdxl-round-trip-
+#   upscaler-rejected.json has the commands); it was stopped before the report.
 #   Upscalers trained on a GPU (bench/gpu_kit.py --train-upscalers F:S, docs/gpu.md): copy each train-F-xS.safetensors
 #   to RUNS/F-xS.safetensors and run UPSCALER=1 ... RUNS F:S: a file already there is used as it is.
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
