@@ -86,8 +86,9 @@
 # UPSCALER=1 (2026-12-07, CPU): per FAMILY[:SCALES] argument (default both heads), each head's prior gets a learned
 #   pixel upscaler (arch/pixel_upscaler.py; `python -m lua_core train-upscaler`, MINUTES each, default 12, WIDTH and
 #   DEPTH if not 32 and 5) over the bundled file, every other weight kept; then select_v2_heads.py chooses those
-#   heads' residual gains again over the new prior (a factor on the gain it shipped with) on images 17-32, and the
-#   same report and keep-if-better steps: UPSCALER=1 bash tools/train_v2_models.sh runs/upscaler sdxl flux1:2
+#   heads' residual gains again over the new prior (a factor on the gain it shipped with) on images 17-32, and, if
+#   each of those heads then beats the bundled file there (as HEADS=1 asks), the same report and keep-if-better
+#   steps: UPSCALER=1 bash tools/train_v2_models.sh runs/upscaler sdxl flux1:2
 #   The 2026-12-07 SDXL file: UPSCALER=1 WIDTH=48 DEPTH=6 MINUTES=10 ... runs/s1207-up sdxl (x4 +0.33 dB on the report,
 #   refused: zero-padded convs painted bands along flat images' edges, .../sdxl-pixel-upscaler-round1-x4-patches.json;
 #   since then replicate padding and 128 synthetic tiles), then x4 again over the x2 run's file:
@@ -131,6 +132,16 @@ select_and_keep() {  # CANDIDATE FAMILY
   $PY tools/select_v2_heads.py --candidate "$cand" --output "$RUNS/$fam-selected.safetensors" \
       --report "bench/results/selection/$fam.json"
   report_and_keep "$fam"
+}
+
+# the report (images 1-16) only judges a file whose selected heads all beat the bundled file on images 17-32
+beat_on_selection_images() {  # SELECTION_JSON FAMILY
+  local gained
+  gained=$($PY -c "import json, sys; print(' '.join(str(v) for v in json.load(open(sys.argv[1]))['output_minus_current_db'].values()))" "$1")
+  if ! $PY -c "import sys; sys.exit(not all(float(v) > 0 for v in sys.argv[1:]))" $gained; then
+    echo "$2: the selected heads scored $gained dB against the bundled file on images 17-32; the bundled file stays"
+    return 1
+  fi
 }
 
 report_and_keep() {  # FAMILY: RUNS/FAMILY-selected.safetensors replaces the bundled file if the report says better
@@ -191,6 +202,7 @@ if [ "${UPSCALER:-0}" = 1 ]; then  # each head's prior resizes with a learned pi
     # only the heads whose prior changed choose a gain again; the others ship as they are
     $PY tools/select_v2_heads.py --candidate "$model" --heads "x${heads//,/,x}" --output "$RUNS/$fam-selected.safetensors" \
         --report "bench/results/selection/$fam-pixel-upscaler.json"
+    beat_on_selection_images "bench/results/selection/$fam-pixel-upscaler.json" "$fam" || continue
     report_and_keep "$fam"
   done
   exit 0
@@ -213,14 +225,8 @@ if [ "${HEADS:-0}" = 1 ]; then  # one head learns over the bundled trunk; the ot
         "${resume[@]}"
     $PY tools/select_v2_heads.py --candidate "$RUNS/$fam.safetensors" --heads "x$head" \
         --output "$RUNS/$fam-selected.safetensors" --report "bench/results/selection/$fam-head-x$head.json"
-    # the report (images 1-16) only judges a head that already beat the bundled one on images 17-32; gain 0 would
-    # ship the bundled head with a record of a residual it lacks
-    gained=$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['output_minus_current_db'][sys.argv[2]])" \
-        "bench/results/selection/$fam-head-x$head.json" "x$head")
-    if ! $PY -c "import sys; sys.exit(float(sys.argv[1]) <= 0)" "$gained"; then
-      echo "$fam x$head: the trained head at its best gain scored $gained dB against the bundled one on images 17-32; the bundled file stays"
-      continue
-    fi
+    # gain 0 would ship the bundled head with a record of a residual it lacks
+    beat_on_selection_images "bench/results/selection/$fam-head-x$head.json" "$fam" || continue
     report_and_keep "$fam"
   done
   exit 0
