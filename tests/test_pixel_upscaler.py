@@ -19,6 +19,7 @@ from lua_core.train.pixel_upscaler import (
     UpscalerTrainConfig,
     UpscalerTrainer,
     round_trip_mse,
+    training_pairs,
 )
 from lua_core.train.prior_tiles import StepSampler
 
@@ -181,3 +182,26 @@ def test_round_trip_loss_trains_the_upscaler_for_what_survives_the_re_encode(tmp
     assert after < before, f"after {trainer.step} steps: {after} vs bicubic's round trip {before}"
     record = trainer.export(tmp_path / "out.safetensors").info.provenance["pixel_upscalers"]["x2"]
     assert record["loss"] == "mse after the tiny autoencoder's round trip"
+
+
+def test_dark_fraction_darkens_that_share_of_the_same_image_tiles(tmp_path):
+    """--dark-fraction: the same tiles as a run without it, that share of them scaled by one factor in [0.2, 1);
+    the synthetic tiles stay as they were; a share outside [0, 1] is refused."""
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        UpscalerTrainConfig(model="m", scale=2, data=("d",), dark_fraction=1.5)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in sorted((SHARED / "data" / "photos" / "urban100").glob("*"))[:5]:
+        shutil.copy(path, photos / path.name)
+    model = new_v2_model(get_family("sd1"), width=8, blocks=1, vae_approx=VAE_APPROX)
+    cfg = UpscalerTrainConfig(model="m", scale=2, data=(str(photos),), tile=32, crop=16, tiles_per_image=4, synthetic_tiles=2)
+    _, plain = training_pairs(model, cfg, say=lambda *_: None)
+    lows, dark = training_pairs(model, replace(cfg, dark_fraction=0.5), say=lambda *_: None)
+    assert dark.shape == plain.shape and lows.shape[0] == plain.shape[0]
+    images = plain.shape[0] - 2
+    ratio = dark[:images].float().flatten(1).sum(1) / plain[:images].float().flatten(1).sum(1)
+    darkened = ratio < 0.999
+    assert 0 < darkened.sum() < images and (ratio[darkened] >= 0.2 - 1e-3).all()
+    for i in range(images):  # one factor per tile (fp16 rounding aside)
+        assert torch.allclose(dark[i].float(), plain[i].float() * ratio[i], atol=2e-3)
+    assert torch.equal(dark[images:], plain[images:])  # the synthetic tiles
