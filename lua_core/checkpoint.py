@@ -76,7 +76,9 @@ class ModelInfo:
                 f"{self.prior['autoencoder']} decode -> {cfg.resize} -> encode"
                 + (
                     f" (x{', x'.join(map(str, cfg.upscaler_scales))}: bicubic + a learned pixel residual, width "
-                    f"{cfg.upscaler_width}, depth {cfg.upscaler_depth})"
+                    f"{cfg.upscaler_width}, depth {cfg.upscaler_depth}"
+                    + (f", low frequencies out at sigma {cfg.upscaler_highpass:g}" if cfg.upscaler_highpass else "")
+                    + ")"
                     if cfg.upscaler_scales
                     else ""
                 )

@@ -155,10 +155,12 @@ def without_decoder_match(model: LUAModel) -> LUAModel:
     return with_decoder_match(model, {s: (0, 0.0, 0.0) for s, *_ in cfg.match_by_scale})
 
 
-def with_pixel_upscaler(model: LUAModel, scale: int, width: int | None = None, depth: int | None = None) -> LUAModel:
+def with_pixel_upscaler(
+    model: LUAModel, scale: int, width: int | None = None, depth: int | None = None, highpass: float | None = None
+) -> LUAModel:
     """A copy of a v2 model whose head `scale` resizes in its prior with a learned pixel upscaler
     (arch/pixel_upscaler.py): the head's present one if it has one, else a fresh one, which is bicubic until
-    trained. Every other weight is kept. The upscalers of one file share one shape: width/depth None take the
+    trained. Every other weight is kept. The upscalers of one file share one shape and high-pass: None takes the
     file's (or the config's defaults when it has none)."""
     cfg = model.config
     if not isinstance(cfg, ReencodeResidualConfig):
@@ -166,13 +168,17 @@ def with_pixel_upscaler(model: LUAModel, scale: int, width: int | None = None, d
     if scale not in cfg.scales:
         raise ValueError(f"{model.info.title()} has no x{scale} head; it has {', '.join(f'x{s}' for s in cfg.scales)}")
     width, depth = width or cfg.upscaler_width, cfg.upscaler_depth if depth is None else depth
-    if cfg.upscaler_scales and (width, depth) != (cfg.upscaler_width, cfg.upscaler_depth):
+    highpass = cfg.upscaler_highpass if highpass is None else highpass
+    if cfg.upscaler_scales and (width, depth, highpass) != (cfg.upscaler_width, cfg.upscaler_depth, cfg.upscaler_highpass):
         raise ValueError(
             f"{model.info.title()} already has pixel upscalers of width {cfg.upscaler_width}, depth "
-            f"{cfg.upscaler_depth}; a file's upscalers share one shape, so give x{scale}'s the same"
+            f"{cfg.upscaler_depth}, high-pass {cfg.upscaler_highpass:g}; a file's upscalers share them, so give "
+            f"x{scale}'s the same (asked: width {width}, depth {depth}, high-pass {highpass:g})"
         )
     scales = tuple(sorted({*cfg.upscaler_scales, scale}))
-    new_cfg = replace(cfg, upscaler_scales=scales, upscaler_width=width, upscaler_depth=depth)
+    new_cfg = replace(
+        cfg, upscaler_scales=scales, upscaler_width=width, upscaler_depth=depth, upscaler_highpass=highpass
+    )
     net = ReencodeResidual(new_cfg)
     missing, unexpected = net.load_state_dict(model.net.state_dict(), strict=False)
     assert not unexpected and all(k.startswith(f"prior.upscalers.x{scale}.") for k in missing), (missing, unexpected)

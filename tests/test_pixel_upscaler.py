@@ -45,6 +45,26 @@ def test_an_upscaler_treats_an_image_edge_like_its_inside():
     assert torch.allclose(out, cell.repeat(1, 1, 20, 20), atol=1e-6)
 
 
+def test_a_highpass_upscaler_cannot_shift_brightness_but_keeps_its_detail():
+    """With `highpass` the residual's broad part is taken out: a constant offset (what FLUX.1's x4 upscaler learnt,
+    ruining a dark render) leaves bicubic as it was, while fine detail of the same size passes almost whole."""
+    torch.manual_seed(0)
+    pixels = torch.rand(1, 3, 32, 32) * 0.5 + 0.25  # no clamping anywhere near
+    bicubic = resize_pixels(pixels, (128, 128))
+    free, highpass = PixelUpscaler(4, 8, 1), PixelUpscaler(4, 8, 1, highpass=4.0)
+    with torch.no_grad():
+        for upscaler in (free, highpass):
+            upscaler.tail.bias.fill_(0.05)
+        assert torch.allclose(free(pixels), bicubic + 0.05, atol=1e-6)
+        assert torch.allclose(highpass(pixels), bicubic, atol=1e-5)
+        # a +-0.05 checkerboard of the output's own pixels: no broad part, so it passes almost unchanged
+        checker = (torch.arange(16).view(4, 4) % 4 + torch.arange(16).view(4, 4) // 4) % 2 * 0.1 - 0.05
+        for upscaler in (free, highpass):
+            upscaler.tail.bias.copy_(checker.flatten().repeat(3))
+        detail = highpass(pixels) - bicubic
+        assert torch.allclose(detail, free(pixels) - bicubic, atol=2e-3) and detail.abs().max() > 0.049
+
+
 def test_a_head_with_an_upscaler_starts_as_the_file_and_the_file_keeps_it(tmp_path):
     model = new_v2_model(get_family("sd3"), width=8, blocks=1, vae_approx=VAE_APPROX, refine=(1, 0.8))
     z = torch.randn(1, 16, 12, 12) * 0.5
@@ -64,8 +84,10 @@ def test_a_head_with_an_upscaler_starts_as_the_file_and_the_file_keeps_it(tmp_pa
     dropped = without_pixel_upscaler(loaded, 2)
     assert dropped.config.upscaler_scales == () and not list(dropped.net.prior.upscalers)
     assert torch.equal(upscale_latent(dropped, z, 2), before[2]) and without_pixel_upscaler(model, 2) is model
-    with pytest.raises(ValueError, match="share one shape"):
+    with pytest.raises(ValueError, match="share them"):
         with_pixel_upscaler(loaded, 4, width=32, depth=5)
+    with pytest.raises(ValueError, match="high-pass 0; a file's upscalers share them"):
+        with_pixel_upscaler(loaded, 4, highpass=4.0)
     assert with_pixel_upscaler(loaded, 4).config.upscaler_width == 16  # None takes the file's shape
     with pytest.raises(ValueError, match="no x8 head"):
         with_pixel_upscaler(loaded, 8)

@@ -85,7 +85,7 @@
 #   (+0.03 / +0.03 dB) and lost on the report (-0.007 / -0.056 dB): .../flux2-decoder-match-mse-head-rejected.json.
 # UPSCALER=1 (2026-12-07, CPU): per FAMILY[:SCALES] argument (default both heads), each head's prior gets a learned
 #   pixel upscaler (arch/pixel_upscaler.py; `python -m lua_core train-upscaler`, MINUTES each, default 12, WIDTH and
-#   DEPTH if not 32 and 5, DARK for --dark-fraction) over the bundled file, every other weight kept; then select_v2_heads.py chooses those
+#   DEPTH if not 32 and 5, DARK for --dark-fraction, HIGHPASS for --highpass) over the bundled file, every other weight kept; then select_v2_heads.py chooses those
 #   heads' residual gains again over the new prior (a factor on the gain it shipped with) on images 17-32, and, if
 #   each of those heads then beats the bundled file there (as HEADS=1 asks), the same report and keep-if-better
 #   steps: UPSCALER=1 bash tools/train_v2_models.sh runs/upscaler sdxl flux1:2
@@ -195,7 +195,7 @@ if [ "${UPSCALER:-0}" = 1 ]; then  # each head's prior resizes with a learned pi
     for head in ${heads//,/ }; do
       # a file already exported there is a finished run (or one trained elsewhere: the GPU kit's train-F-xS files)
       [ -f "$RUNS/$fam-x$head.safetensors" ] || $PY -m lua_core train-upscaler --model "$model" --scale "$head" --data "${DATA[@]}" --run-dir "$RUNS/$fam-x$head" \
-          --minutes "${MINUTES:-12}" ${WIDTH:+--width "$WIDTH"} ${DEPTH:+--depth "$DEPTH"} ${DARK:+--dark-fraction "$DARK"} --resume \
+          --minutes "${MINUTES:-12}" ${WIDTH:+--width "$WIDTH"} ${DEPTH:+--depth "$DEPTH"} ${DARK:+--dark-fraction "$DARK"} ${HIGHPASS:+--highpass "$HIGHPASS"} --resume \
           --export "$RUNS/$fam-x$head.safetensors"
       model="$RUNS/$fam-x$head.safetensors"
     done

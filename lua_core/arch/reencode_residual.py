@@ -68,6 +68,7 @@ class ReencodeResidualConfig:
     upscaler_scales: tuple[int, ...] = ()
     upscaler_width: int = 32
     upscaler_depth: int = 5
+    upscaler_highpass: float = 0.0  # sigma (input pixels) of the low frequencies taken out of their residual; 0: none
     pooled_encoder: tuple[int, ...] = ()  # taef2: encoder/decoder blocks with the extra pooled branch
     pooled_decoder: tuple[int, ...] = ()
     refine_steps: int = 0  # back-projection steps on the prior (0 = plain decode -> bicubic -> encode)
@@ -114,6 +115,8 @@ class ReencodeResidualConfig:
             problems.append(f"upscaler_scales {self.upscaler_scales}: each must be a head of {self.scales}")
         if self.upscaler_scales and (self.upscaler_width < 4 or self.upscaler_depth < 0):
             problems.append(f"upscaler width {self.upscaler_width} / depth {self.upscaler_depth} too small")
+        if self.upscaler_highpass < 0:
+            problems.append(f"upscaler_highpass {self.upscaler_highpass}: a sigma >= 0 (0: none)")
         if self.width < 8 or self.blocks < 1:
             problems.append(f"width {self.width} / blocks {self.blocks} too small")
         if problems:
@@ -198,7 +201,10 @@ class ReencodePrior(nn.Module):
         self.decoder = make_decoder(cfg.vae_channels, cfg.pooled_decoder)
         self.encoder = make_encoder(cfg.vae_channels, cfg.pooled_encoder)
         self.upscalers = nn.ModuleDict(
-            {f"x{s}": PixelUpscaler(s, cfg.upscaler_width, cfg.upscaler_depth) for s in cfg.upscaler_scales}
+            {
+                f"x{s}": PixelUpscaler(s, cfg.upscaler_width, cfg.upscaler_depth, cfg.upscaler_highpass)
+                for s in cfg.upscaler_scales
+            }
         )
         self.requires_grad_(False)
 

@@ -58,6 +58,8 @@ class UpscalerTrainConfig:
     minutes: float = 12.0  # training time; the cosine schedule spans it
     width: int = 0  # 0: the file's upscalers' width (one shape per file), or 32 when it has none
     depth: int = 0  # 0: likewise (5)
+    # sigma of the low frequencies taken out of the residual (arch/pixel_upscaler.py); -1: the file's (0 = none)
+    highpass: float = -1.0
     tile: int = 96  # input (LR) pixels per cached tile side; the HR tile is tile * scale
     crop: int = 48  # input pixels per training crop side, cut from the tile's inside (its decode's edges differ)
     tiles_per_image: int = 2
@@ -79,6 +81,8 @@ class UpscalerTrainConfig:
     def __post_init__(self) -> None:
         if self.crop + 2 * TILE_MARGIN > self.tile:
             raise ValueError(f"--crop {self.crop} leaves no room in --tile {self.tile} (edges of {TILE_MARGIN} px)")
+        if self.highpass < 0 and self.highpass != -1:
+            raise ValueError(f"--highpass {self.highpass}: expected a sigma >= 0 (0: none), or -1 for the file's")
         if not 0 <= self.dark_fraction <= 1:
             raise ValueError(f"--dark-fraction {self.dark_fraction}: expected a share between 0 and 1")
         if self.loss_on not in LOSSES:
@@ -169,7 +173,9 @@ class UpscalerTrainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        self.model = with_pixel_upscaler(load_model(cfg.model), cfg.scale, cfg.width or None, cfg.depth or None)
+        self.model = with_pixel_upscaler(
+            load_model(cfg.model), cfg.scale, cfg.width or None, cfg.depth or None, None if cfg.highpass < 0 else cfg.highpass
+        )
         self.model.net.prior.to(self.device)  # the pairs' tiny decodes run there too; the rest of the file stays
         self.upscaler = self.model.net.prior.upscalers[f"x{cfg.scale}"]
         self.upscaler.requires_grad_(True).train()
