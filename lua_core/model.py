@@ -159,9 +159,9 @@ def with_pixel_upscaler(
     model: LUAModel, scale: int, width: int | None = None, depth: int | None = None, highpass: float | None = None
 ) -> LUAModel:
     """A copy of a v2 model whose head `scale` resizes in its prior with a learned pixel upscaler
-    (arch/pixel_upscaler.py): the head's present one if it has one, else a fresh one, which is bicubic until
-    trained. Every other weight is kept. The upscalers of one file share one shape and high-pass: None takes the
-    file's (or the config's defaults when it has none)."""
+    (arch/pixel_upscaler.py): the head's present one if it has one and it has that shape (a warm start, also under
+    another high-pass), else a fresh one, which is bicubic until trained. Every other weight is kept. The upscalers
+    of one file share one shape and high-pass: None takes the file's (or the config's defaults when it has none)."""
     cfg = model.config
     if not isinstance(cfg, ReencodeResidualConfig):
         raise ValueError(f"{model.info.title()} has no re-encode prior to give a pixel upscaler")
@@ -169,7 +169,8 @@ def with_pixel_upscaler(
         raise ValueError(f"{model.info.title()} has no x{scale} head; it has {', '.join(f'x{s}' for s in cfg.scales)}")
     width, depth = width or cfg.upscaler_width, cfg.upscaler_depth if depth is None else depth
     highpass = cfg.upscaler_highpass if highpass is None else highpass
-    if cfg.upscaler_scales and (width, depth, highpass) != (cfg.upscaler_width, cfg.upscaler_depth, cfg.upscaler_highpass):
+    others = [s for s in cfg.upscaler_scales if s != scale]
+    if others and (width, depth, highpass) != (cfg.upscaler_width, cfg.upscaler_depth, cfg.upscaler_highpass):
         raise ValueError(
             f"{model.info.title()} already has pixel upscalers of width {cfg.upscaler_width}, depth "
             f"{cfg.upscaler_depth}, high-pass {cfg.upscaler_highpass:g}; a file's upscalers share them, so give "
@@ -180,8 +181,11 @@ def with_pixel_upscaler(
         cfg, upscaler_scales=scales, upscaler_width=width, upscaler_depth=depth, upscaler_highpass=highpass
     )
     net = ReencodeResidual(new_cfg)
-    missing, unexpected = net.load_state_dict(model.net.state_dict(), strict=False)
-    assert not unexpected and all(k.startswith(f"prior.upscalers.x{scale}.") for k in missing), (missing, unexpected)
+    own = f"prior.upscalers.x{scale}."
+    keep_own = (width, depth) == (cfg.upscaler_width, cfg.upscaler_depth)
+    weights = {k: v for k, v in model.net.state_dict().items() if keep_own or not k.startswith(own)}
+    missing, unexpected = net.load_state_dict(weights, strict=False)
+    assert not unexpected and all(k.startswith(own) for k in missing), (missing, unexpected)
     net = net.to(device=model.device, dtype=model.dtype)
     return LUAModel(net.eval(), replace(model.info, config=new_cfg, provenance=dict(model.info.provenance)), model.name)
 

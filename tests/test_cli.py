@@ -312,6 +312,26 @@ def test_subcommand_help(command, flag, capsys):
     assert flag in capsys.readouterr().out
 
 
+def test_config_flags_say_their_default_and_refuse_a_bool_field():
+    import argparse
+    from dataclasses import dataclass
+
+    from lua_core.train.flags import add_config_flags
+    from lua_core.train.pixel_upscaler import UpscalerTrainConfig
+
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, UpscalerTrainConfig, skip=("model", "scale", "data"))
+    helps = {a.dest: a.help for a in parser._actions}
+    assert helps["loss_on"] == "default: 'upscaled'" and helps["highpass"] == "default: -1.0"
+
+    @dataclass(frozen=True)
+    class WithBool:
+        fast: bool = False
+
+    with pytest.raises(TypeError, match="WithBool.fast: a bool field needs its own flag"):
+        add_config_flags(argparse.ArgumentParser(), WithBool, skip=())
+
+
 def test_help_lists_subcommands():
     proc = run_cli("--help")
     assert proc.returncode == 0

@@ -88,6 +88,13 @@ def test_a_head_with_an_upscaler_starts_as_the_file_and_the_file_keeps_it(tmp_pa
         with_pixel_upscaler(loaded, 4, width=32, depth=5)
     with pytest.raises(ValueError, match="high-pass 0; a file's upscalers share them"):
         with_pixel_upscaler(loaded, 4, highpass=4.0)
+    # its own head's upscaler may change: under another high-pass it is the warm start, under another shape fresh
+    warm = with_pixel_upscaler(loaded, 2, highpass=4.0)
+    assert warm.config.upscaler_highpass == 4.0 and "low frequencies out at sigma 4" in warm.info.describe()
+    tail = "prior.upscalers.x2.tail.weight"
+    assert torch.equal(warm.net.state_dict()[tail], loaded.net.state_dict()[tail])
+    fresh = with_pixel_upscaler(loaded, 2, width=8, depth=1)
+    assert not fresh.net.state_dict()[tail].any() and torch.equal(upscale_latent(fresh, z, 2), before[2])
     assert with_pixel_upscaler(loaded, 4).config.upscaler_width == 16  # None takes the file's shape
     with pytest.raises(ValueError, match="no x8 head"):
         with_pixel_upscaler(loaded, 8)

@@ -17,11 +17,17 @@ def int_tuple(text: str) -> tuple[int, ...]:
 
 
 def add_config_flags(p: argparse.ArgumentParser, config: type, skip: tuple[str, ...]) -> None:
-    """One `--field-name` flag per field of `config` not in `skip`, typed like the field's default."""
+    """One `--field-name` flag per field of `config` not in `skip`, typed like the field's default (its help says
+    the default; the config's own checks say what a wrong value should be)."""
     for f in fields(config):
-        if f.name not in skip:
-            kind = type(f.default)
-            p.add_argument("--" + f.name.replace("_", "-"), type=int_tuple if kind is tuple else kind)
+        if f.name in skip:
+            continue
+        kind = type(f.default)
+        if kind is bool:  # argparse's type=bool reads any non-empty text, "False" too, as True
+            raise TypeError(f"{config.__name__}.{f.name}: a bool field needs its own flag (store_true), not type=bool")
+        flag = "--" + f.name.replace("_", "-")
+        default = ",".join(map(str, f.default)) if kind is tuple else f.default
+        p.add_argument(flag, type=int_tuple if kind is tuple else kind, help=f"default: {default!r}" if default != "" else "default: none")
 
 
 def with_tuples(values: dict[str, Any]) -> dict[str, Any]:
