@@ -175,6 +175,21 @@ def test_train_upscaler_learns_over_bicubic_resumes_and_leaves_every_other_weigh
     z = torch.randn(1, 4, 8, 8)
     assert torch.equal(upscale_latent(out, z, 4), upscale_latent(base, z, 4))
 
+    # a resume may set a high-pass (the weights fit any); the record says from which step, and a later resume
+    # without the flag keeps it
+    from lua_core.cli import main
+
+    cli = ["train-upscaler", "--model", cfg.model, "--scale", "2", "--data", str(photos), "--run-dir", cfg.run_dir,
+           "--minutes", "0.25", "--resume"]  # fmt: skip
+    assert main([*cli, "--highpass", "4", "--export", str(tmp_path / "hp.safetensors")]) == 0
+    assert main([*cli, "--export", str(tmp_path / "hp2.safetensors")]) == 0
+    for name in ("hp", "hp2"):
+        hp = load_model(tmp_path / f"{name}.safetensors")
+        record = hp.info.provenance["pixel_upscalers"]["x2"]
+        assert hp.config.upscaler_highpass == 4.0 and record["highpass"] == 4.0
+        assert record["highpass_since_step"] == again.step == record["trained_steps"]
+    assert "highpass" not in out.info.provenance["pixel_upscalers"]["x2"]
+
 
 
 def test_round_trip_loss_trains_the_upscaler_for_what_survives_the_re_encode(tmp_path):

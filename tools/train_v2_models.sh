@@ -106,6 +106,10 @@
 #   39.80 -> 35.01 dB; .../flux1-pixel-upscaler-rejected.json). The SDXL x4 upscaler fine-tuned through the round trip
 #   (train-upscaler --loss-on round-trip, 15 min) scored below the bundled file on images 17-32 (.../sdxl-round-trip-
 #   upscaler-rejected.json has the commands); it was stopped before the report.
+#   The 2026-12-07 FLUX.1 file (x4 +0.18 dB on the report, x2 unchanged): runs/s1207d-up's x4 upscaler with its
+#   residual's low frequencies taken out after training (train-upscaler ... --run-dir runs/s1207d-up/flux1-x4
+#   --resume --highpass 4 --export runs/s1207l-ph/flux1-x4.safetensors), then UPSCALER=1 WIDTH=48 DEPTH=6 ...
+#   runs/s1207l-ph flux1:4. Trained with HIGHPASS=4 from the start (runs/s1207j-hp) it scored less on images 17-32.
 #   Upscalers trained on a GPU (bench/gpu_kit.py --train-upscalers F:S, docs/gpu.md): copy each train-F-xS.safetensors
 #   to RUNS/F-xS.safetensors and run UPSCALER=1 ... RUNS F:S: a file already there is used as it is.
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.

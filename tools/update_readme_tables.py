@@ -340,7 +340,10 @@ def models_section() -> str:
                     f"; {sc} prior resized by a learned pixel upscaler (width {config.upscaler_width}, depth "
                     f"{config.upscaler_depth}: {r['trained_steps']} steps, {r['train_minutes']} min, {r['tile_pairs']} "
                     f"tile pairs, {r['date']}, {r['hardware']}, "
-                    + ("MSE loss)" if r["loss"] == "mse" else r["loss"].replace("mse", "MSE") + ")")
+                    + ("MSE loss" if r["loss"] == "mse" else r["loss"].replace("mse", "MSE"))
+                    + (f", low frequencies out at sigma {r['highpass']:g}" if r.get("highpass") else "")
+                    + (f" from step {r['highpass_since_step']}" if "highpass_since_step" in r else "")
+                    + ")"
                     for sc, r in prov.get("pixel_upscalers", {}).items()
                 )
                 + "".join(

@@ -191,6 +191,7 @@ class UpscalerTrainer:
             atomic_write(pairs, lambda tmp: torch.save({"key": key, "lows": self.lows, "highs": self.highs}, tmp))
         say(f"{len(self.lows)} tile pairs, upscaler x{cfg.scale}: {sum(p.numel() for p in self.upscaler.parameters())} parameters")
         self.step, self.seconds = 0, 0.0
+        self.highpass_since: int | None = None  # the step a resume changed the high-pass at (None: from the start)
         self.opt = torch.optim.Adam(self.upscaler.parameters(), lr=cfg.lr)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda _: self.lr_factor())
         # the convs' (replicate) padding reaches depth + 2 input pixels in from a crop edge
@@ -210,6 +211,7 @@ class UpscalerTrainer:
             "seconds": self.seconds,
             "upscaler": self.upscaler.state_dict(),
             "opt": self.opt.state_dict(),
+            "highpass_since": self.highpass_since,
         }
         write_state(self.state_path, state)
 
@@ -219,6 +221,9 @@ class UpscalerTrainer:
         self.upscaler.load_state_dict(state["upscaler"])
         self.opt.load_state_dict(state["opt"])
         self.step, self.seconds = int(state["step"]), float(state["seconds"])
+        self.highpass_since = state.get("highpass_since")
+        if state["config"].get("highpass", -1.0) != self.cfg.highpass:  # the weights fit any high-pass
+            self.highpass_since = self.step
         self.say(f"resumed at step {self.step} ({self.seconds / 60:.1f} min trained)")
 
     def loss(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -265,6 +270,8 @@ class UpscalerTrainer:
             "tile_pairs": len(self.lows),
             "synthetic_tiles": self.cfg.synthetic_tiles,
             **({"dark_fraction": self.cfg.dark_fraction} if self.cfg.dark_fraction else {}),
+            **({"highpass": self.model.config.upscaler_highpass} if self.model.config.upscaler_highpass else {}),
+            **({"highpass_since_step": self.highpass_since} if self.highpass_since is not None else {}),
             "batch": self.cfg.batch,
             "loss": "mse" if self.cfg.loss_on == "upscaled" else "mse after the tiny autoencoder's round trip",
             "hardware": training_hardware(),
@@ -286,7 +293,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --run-dir (its config wins, except --minutes, --device and --threads)",
+        help="continue the run in --run-dir (its config wins, except --minutes, --device, --threads and a --highpass "
+        "given: the weights fit any, and the exported record says from which step it applied)",
     )
     p.add_argument("--export", default="", help="write the file with the trained upscaler here when the run stops")
     p.set_defaults(func=run_cli)
@@ -295,7 +303,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     """`python -m lua_core train-upscaler`."""
     # the machine's settings come from this call: a run may continue on another machine
-    cfg, resuming = config_from_flags(args, UpscalerTrainConfig, keep_on_resume=("minutes", "device", "threads"))
+    keep = ("minutes", "device", "threads", *(("highpass",) if args.highpass is not None else ()))
+    cfg, resuming = config_from_flags(args, UpscalerTrainConfig, keep_on_resume=keep)
     trainer = UpscalerTrainer(cfg)
     if resuming:
         trainer.load_state()
