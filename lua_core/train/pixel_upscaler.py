@@ -56,6 +56,7 @@ class UpscalerTrainConfig:
     data: tuple[str, ...]
     run_dir: str = "runs/upscaler"
     minutes: float = 12.0  # training time; the cosine schedule spans it
+    steps: int = 0  # > 0: train this many steps instead (the schedule spans them): the same run on any machine
     width: int = 0  # 0: the file's upscalers' width (one shape per file), or 32 when it has none
     depth: int = 0  # 0: likewise (5)
     # sigma of the low frequencies taken out of the residual (arch/pixel_upscaler.py); -1: the file's (0 = none)
@@ -83,6 +84,8 @@ class UpscalerTrainConfig:
             raise ValueError(f"--crop {self.crop} leaves no room in --tile {self.tile} (edges of {TILE_MARGIN} px)")
         if self.highpass < 0 and self.highpass != -1:
             raise ValueError(f"--highpass {self.highpass}: expected a sigma >= 0 (0: none), or -1 for the file's")
+        if self.steps < 0:
+            raise ValueError(f"--steps {self.steps}: expected a step count, or 0 to train for --minutes")
         if not 0 <= self.dark_fraction <= 1:
             raise ValueError(f"--dark-fraction {self.dark_fraction}: expected a share between 0 and 1")
         if self.loss_on not in LOSSES:
@@ -200,8 +203,13 @@ class UpscalerTrainer:
             self.border += ROUND_TRIP_BORDER
 
     def lr_factor(self) -> float:
-        """Cosine decay over `minutes` of training time."""
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, self.seconds / (self.cfg.minutes * 60))))
+        """Cosine decay over `steps`, or else over `minutes` of training time."""
+        done = self.step / self.cfg.steps if self.cfg.steps else self.seconds / (self.cfg.minutes * 60)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+
+    def done(self) -> bool:
+        """Whether the run has trained its `steps`, or else its `minutes`."""
+        return self.step >= self.cfg.steps if self.cfg.steps else self.seconds >= self.cfg.minutes * 60
 
     def save_state(self) -> None:
         """Write state.pt atomically (upscaler weights, optimiser, step, time, config)."""
@@ -234,13 +242,13 @@ class UpscalerTrainer:
         return pixel_mse(self.upscaler, low, high, self.border)
 
     def run(self) -> None:
-        """Train until `minutes` of training in all; state saved every `save_every` steps and at the end."""
+        """Train until `steps` (or `minutes` of training) in all; state saved every `save_every` steps and at the end."""
         cfg = self.cfg
         sampler = StepSampler(len(self.lows), self.step, cfg.batch, cfg.seed)
         batches = iter(DataLoader(PairCrops(self.lows, self.highs, cfg), batch_size=cfg.batch, sampler=sampler))
         with open(self.run_dir / "log.jsonl", "a") as log:
             try:
-                while self.seconds < cfg.minutes * 60:
+                while not self.done():
                     t0 = time.time()
                     low, high = (t.to(self.device, non_blocking=True) for t in next(batches))
                     loss = self.loss(low, high)
@@ -293,7 +301,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --run-dir (its config wins, except --minutes, --device, --threads and a --highpass "
+        help="continue the run in --run-dir (its config wins, except --minutes, --steps, --device, --threads and a --highpass "
         "given: the weights fit any, and the exported record says from which step it applied)",
     )
     p.add_argument("--export", default="", help="write the file with the trained upscaler here when the run stops")
@@ -303,7 +311,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     """`python -m lua_core train-upscaler`."""
     # the machine's settings come from this call: a run may continue on another machine
-    keep = ("minutes", "device", "threads", *(("highpass",) if args.highpass is not None else ()))
+    keep = ("minutes", "steps", "device", "threads", *(("highpass",) if args.highpass is not None else ()))
     cfg, resuming = config_from_flags(args, UpscalerTrainConfig, keep_on_resume=keep)
     trainer = UpscalerTrainer(cfg)
     if resuming:
