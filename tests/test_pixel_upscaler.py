@@ -189,6 +189,11 @@ def test_train_upscaler_learns_over_bicubic_resumes_and_leaves_every_other_weigh
         assert hp.config.upscaler_highpass == 4.0 and record["highpass"] == 4.0
         assert record["highpass_since_step"] == again.step == record["trained_steps"]
     assert "highpass" not in out.info.provenance["pixel_upscalers"]["x2"]
+    # an upscaler the file refuses (x4 without the high-pass its x2 has) is refused before any folder is made
+    refused = tmp_path / "refused"
+    clash = ["train-upscaler", "--model", str(tmp_path / "hp.safetensors"), "--scale", "4", "--data", str(photos),
+             "--run-dir", str(refused), "--highpass", "0"]  # fmt: skip
+    assert main(clash) == 2 and not refused.exists()
 
 
 

@@ -11,7 +11,8 @@ file left flat, at any scale (lua_core.evaluation `flat_region_failures`, the ch
 Otherwise the old file and its report entry are restored. Both files are scored side by side rather than against
 the old report's numbers because decoder matching's bf16 steps land slightly differently from one run to the next
 (an SD1 x2 head identical tensor for tensor once scored 0.001 dB "below" its stored number). The comparison is
-recorded in the report's family entry (`kept_over_previous`).
+recorded in the report's family entry (`kept_over_previous`). A head whose output is the same tensor in both files
+(on a random probe latent) is not scored: it is the same head, so it differs by 0 dB and adds no patches.
 """
 
 from __future__ import annotations
@@ -26,20 +27,28 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
+import torch  # noqa: E402
 from select_v2_heads import scores  # noqa: E402
 
 from lua_core.data_split import held_out_images  # noqa: E402
+from lua_core.engine import upscale_latent  # noqa: E402
 from lua_core.evaluation import flat_region_failures  # noqa: E402
-from lua_core.model import load_model  # noqa: E402
+from lua_core.model import LUAModel, load_model  # noqa: E402
 from lua_core.tiny_ae import load_tiny_autoencoder  # noqa: E402
 
 
+def changed_scales(new: LUAModel, old: LUAModel, side: int = 16) -> tuple[int, ...]:
+    """The scales whose output differs between the two files on one random latent (the others are the same head)."""
+    z = torch.randn(1, new.channels, side, side, generator=torch.Generator().manual_seed(0))
+    return tuple(s for s in new.scales if not torch.equal(upscale_latent(new, z, s), upscale_latent(old, z, s)))
+
+
 def new_colour_patches(new_path: Path, old_path: Path, vae_approx: str, side: int = 256) -> dict[str, list[str]]:
-    """Per scale, the flat images the new file paints patches into and the old one leaves flat."""
+    """Per changed scale, the flat images the new file paints patches into and the old one leaves flat."""
     new, old = load_model(new_path), load_model(old_path)
     ae = load_tiny_autoencoder(new.family, [vae_approx])
     added = {}
-    for s in new.scales:
+    for s in changed_scales(new, old):
         names = sorted(set(flat_region_failures(new, ae, s, side)) - set(flat_region_failures(old, ae, s, side)))
         if names:
             added[f"x{s}"] = names
@@ -47,14 +56,17 @@ def new_colour_patches(new_path: Path, old_path: Path, vae_approx: str, side: in
 
 
 def new_minus_old_db(new_path: Path, old_path: Path, report: dict, data: str, vae_approx: str) -> dict[str, dict]:
-    """Per scale: both files' mean PSNR on the report's images, scored in this one process, and their difference."""
+    """Per scale: both files' mean PSNR on the report's images, scored in this one process, and their difference
+    (a scale whose head is the same in both files: `identical`, 0 dB, not scored)."""
     images = held_out_images(data, report.get("val_fraction", 0.08))[: report["n_images"]]
     if [p.name for p in images] != report["images"]:
         raise SystemExit(f"{data}: its held-out images are not the report's; pass the --data the report was made from")
     new, old = load_model(new_path), load_model(old_path)
     ae = load_tiny_autoencoder(new.family, [vae_approx])
-    by_scale = scores({"new": new, "old": old}, ae, images, report["max_side"])
-    return {sc: {**d, "new_minus_old_db": round(d["new"] - d["old"], 4)} for sc, d in by_scale.items()}
+    changed = changed_scales(new, old)
+    by_scale = scores({"new": new, "old": old}, ae, images, report["max_side"], changed) if changed else {}
+    compared = {f"x{s}": {"identical": True, "new_minus_old_db": 0.0} for s in new.scales if s not in changed}
+    return compared | {sc: {**d, "new_minus_old_db": round(d["new"] - d["old"], 4)} for sc, d in by_scale.items()}
 
 
 def main() -> None:

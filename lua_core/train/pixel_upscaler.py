@@ -172,13 +172,13 @@ class UpscalerTrainer:
         self.device = training_device(cfg.device)  # before anything is written: a wrong --device leaves no run folder
         self.run_dir = Path(cfg.run_dir)
         self.state_path = state_path(self.run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.model = with_pixel_upscaler(
             load_model(cfg.model), cfg.scale, cfg.width or None, cfg.depth or None, None if cfg.highpass < 0 else cfg.highpass
         )
+        self.run_dir.mkdir(parents=True, exist_ok=True)  # after the file accepted this upscaler: a refusal leaves no folder
         self.model.net.prior.to(self.device)  # the pairs' tiny decodes run there too; the rest of the file stays
         self.upscaler = self.model.net.prior.upscalers[f"x{cfg.scale}"]
         self.upscaler.requires_grad_(True).train()
