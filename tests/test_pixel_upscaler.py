@@ -137,7 +137,7 @@ def test_a_resumed_run_draws_the_crops_the_whole_run_would_have():
     assert not torch.equal(crops[resumed[0]][0], crops[resumed[0] + len(crops)][0])  # same pair, another crop
 
 
-def test_train_upscaler_learns_over_bicubic_resumes_and_leaves_every_other_weight(tmp_path):
+def test_train_upscaler_learns_over_bicubic_resumes_and_leaves_every_other_weight(tmp_path, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()
     for path in sorted((SHARED / "data" / "photos" / "urban100").glob("*"))[:6]:
@@ -189,6 +189,25 @@ def test_train_upscaler_learns_over_bicubic_resumes_and_leaves_every_other_weigh
         assert hp.config.upscaler_highpass == 4.0 and record["highpass"] == 4.0
         assert record["highpass_since_step"] == again.step == record["trained_steps"]
     assert "highpass" not in out.info.provenance["pixel_upscalers"]["x2"]
+    # a resume puts the upscaler into the --model given (here a file that has since gained an x4 upscaler), not
+    # into the file the run started from; a file of another family is refused
+    grown = with_pixel_upscaler(base, 4, width=16, depth=2, highpass=4.0)
+    with torch.no_grad():
+        torch.nn.init.normal_(grown.net.prior.upscalers["x4"].tail.weight, std=0.01)
+    grown.save(tmp_path / "grown.safetensors")
+    model_flag = cli.index("--model") + 1
+    into_grown = [*cli[:model_flag], str(tmp_path / "grown.safetensors"), *cli[model_flag + 1 :]]
+    assert main([*into_grown, "--export", str(tmp_path / "both.safetensors")]) == 0
+    both = load_model(tmp_path / "both.safetensors")
+    assert both.config.upscaler_scales == (2, 4)
+    for head, source in (("x2", load_model(tmp_path / "hp2.safetensors")), ("x4", grown)):
+        assert torch.equal(both.net.prior.upscalers[head].tail.weight, source.net.prior.upscalers[head].tail.weight)
+    new_v2_model(get_family("sd3"), width=8, blocks=1, vae_approx=VAE_APPROX).save(tmp_path / "sd3.safetensors")
+    into_sd3 = [*cli[:model_flag], str(tmp_path / "sd3.safetensors"), *cli[model_flag + 1 :]]
+    pairs_written = (tmp_path / "run" / "pairs.pt").stat().st_mtime_ns
+    assert main(into_sd3) == 2
+    assert "trained an upscaler of sd1 decodes" in capsys.readouterr().err
+    assert (tmp_path / "run" / "pairs.pt").stat().st_mtime_ns == pairs_written  # refused before anything was written
     # an upscaler the file refuses (x4 without the high-pass its x2 has) is refused before any folder is made
     refused = tmp_path / "refused"
     clash = ["train-upscaler", "--model", str(tmp_path / "hp.safetensors"), "--scale", "4", "--data", str(photos),

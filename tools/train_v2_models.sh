@@ -203,10 +203,13 @@ if [ "${UPSCALER:-0}" = 1 ]; then  # each head's prior resizes with a learned pi
           --export "$RUNS/$fam-x$head.safetensors"
       model="$RUNS/$fam-x$head.safetensors"
     done
-    # only the heads whose prior changed choose a gain again; the others ship as they are
+    # only the heads whose prior changed choose a gain again; the others ship as they are (one head: its own record,
+    # so a later head's run keeps the earlier head's record)
+    record="bench/results/selection/$fam-pixel-upscaler.json"
+    [ "$heads" = 2,4 ] || record="bench/results/selection/$fam-pixel-upscaler-x${heads//,/-x}.json"
     $PY tools/select_v2_heads.py --candidate "$model" --heads "x${heads//,/,x}" --output "$RUNS/$fam-selected.safetensors" \
-        --report "bench/results/selection/$fam-pixel-upscaler.json"
-    beat_on_selection_images "bench/results/selection/$fam-pixel-upscaler.json" "$fam" || continue
+        --report "$record"
+    beat_on_selection_images "$record" "$fam" || continue
     report_and_keep "$fam"
   done
   exit 0

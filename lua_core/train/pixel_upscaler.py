@@ -13,7 +13,9 @@ the upscaled crop, with the head's back-projection steps; slower, and it learns 
 so it fits a warm start: a file whose head already has an upscaler). Everything else in the file
 stays bit for bit; the exported file resizes head `scale`'s prior with the trained upscaler (its residual head then
 sees a better prior than it was trained on: tools/select_v2_heads.py chooses its gain again). `state.pt` makes a run
-resumable (`--resume`).
+resumable (`--resume`); a resume exports into the `--model` it is given (a file of the run's family, e.g. one that
+has since gained another head's upscaler) and keeps `--minutes`/`--steps` from the flags (the defaults if left out:
+pass the run's own to only export).
 """
 
 from __future__ import annotations
@@ -178,6 +180,14 @@ class UpscalerTrainer:
         self.model = with_pixel_upscaler(
             load_model(cfg.model), cfg.scale, cfg.width or None, cfg.depth or None, None if cfg.highpass < 0 else cfg.highpass
         )
+        # a run folder holds one family's pairs and weights: another family's file is refused before anything is
+        # written (states before 2026-12-07 did not say their family)
+        trained_on = read_state(self.state_path).get("family") if self.state_path.is_file() else None
+        if trained_on not in (None, self.model.family.name):
+            raise ValueError(
+                f"{self.run_dir} trained an upscaler of {trained_on} decodes; --model {cfg.model} is a "
+                f"{self.model.family.name} file: pass a {trained_on} file or start a new --run-dir"
+            )
         self.run_dir.mkdir(parents=True, exist_ok=True)  # after the file accepted this upscaler: a refusal leaves no folder
         self.model.net.prior.to(self.device)  # the pairs' tiny decodes run there too; the rest of the file stays
         self.upscaler = self.model.net.prior.upscalers[f"x{cfg.scale}"]
@@ -220,6 +230,7 @@ class UpscalerTrainer:
             "upscaler": self.upscaler.state_dict(),
             "opt": self.opt.state_dict(),
             "highpass_since": self.highpass_since,
+            "family": self.model.family.name,
         }
         write_state(self.state_path, state)
 
@@ -310,8 +321,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     """`python -m lua_core train-upscaler`."""
-    # the machine's settings come from this call: a run may continue on another machine
-    keep = ("minutes", "steps", "device", "threads", *(("highpass",) if args.highpass is not None else ()))
+    # the machine's settings come from this call: a run may continue on another machine; so does --model (required):
+    # a resume may put the upscaler into another file of the family (e.g. one that has since gained another head's)
+    keep = ("model", "minutes", "steps", "device", "threads", *(("highpass",) if args.highpass is not None else ()))
     cfg, resuming = config_from_flags(args, UpscalerTrainConfig, keep_on_resume=keep)
     trainer = UpscalerTrainer(cfg)
     if resuming:
