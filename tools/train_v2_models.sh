@@ -110,6 +110,13 @@
 #   residual's low frequencies taken out after training (train-upscaler ... --run-dir runs/s1207d-up/flux1-x4
 #   --resume --highpass 4 --export runs/s1207l-ph/flux1-x4.safetensors), then UPSCALER=1 WIDTH=48 DEPTH=6 ...
 #   runs/s1207l-ph flux1:4. Trained with HIGHPASS=4 from the start (runs/s1207j-hp) it scored less on images 17-32.
+#   The 2026-12-07 SD3 x2 head (+0.35 dB on the report): train-upscaler --model models/lua-sd3-small.safetensors --scale 2
+#     --data <both folders> --run-dir runs/s1207n/sd3-x2 --steps 2700 --export runs/s1207n/sd3-x2.safetensors, then
+#     UPSCALER=1 WIDTH=48 DEPTH=6 ... runs/s1207n sd3:2 (.../sd3-pixel-upscaler-x2.json). The FLUX.1 x2 head (+0.16 dB):
+#     an unconstrained run (--highpass 0 over a file without upscalers, 10 min), --resume --highpass 4 --export into
+#     runs/s1207o/flux1-x2.safetensors with --model the bundled file, then UPSCALER=1 ... runs/s1207o flux1:2. A run of
+#     one head writes bench/results/selection/F-pixel-upscaler-xS.json; the x4 records above predate that and are
+#     named F-pixel-upscaler.json.
 #   Upscalers trained on a GPU (bench/gpu_kit.py --train-upscalers F:S, docs/gpu.md): copy each train-F-xS.safetensors
 #   to RUNS/F-xS.safetensors and run UPSCALER=1 ... RUNS F:S: a file already there is used as it is.
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
