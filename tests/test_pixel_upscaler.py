@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
+from dataclasses import asdict, replace
 from itertools import islice
 
 import pytest
@@ -137,7 +137,36 @@ def test_a_resumed_run_draws_the_crops_the_whole_run_would_have():
     assert not torch.equal(crops[resumed[0]][0], crops[resumed[0] + len(crops)][0])  # same pair, another crop
 
 
-def test_train_upscaler_learns_over_bicubic_resumes_and_leaves_every_other_weight(tmp_path, capsys):
+def test_a_resume_keeps_the_runs_length_unless_one_is_given(tmp_path):
+    """--resume without --minutes/--steps keeps the run's own length (a finished run then only exports); either flag
+    given sets a new length, both fields from the call (steps > 0 overrides minutes, so a lone --minutes must clear
+    the saved steps); a --highpass left out keeps the run's."""
+    import argparse
+
+    from lua_core.train.pixel_upscaler import add_arguments, run_config
+    from lua_core.train.state import write_state
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    saved = UpscalerTrainConfig(model="first.safetensors", scale=2, data=("d",), run_dir=str(tmp_path), steps=2700,
+                                minutes=10.0, highpass=4.0, width=48)  # fmt: skip
+    write_state(tmp_path / "state.pt", {"config": asdict(saved)})
+    base = ["--model", "later.safetensors", "--scale", "2", "--data", "d", "--run-dir", str(tmp_path), "--resume"]
+
+    def resumed(*flags: str) -> UpscalerTrainConfig:
+        cfg, resuming = run_config(parser.parse_args([*base, *flags]))
+        assert resuming
+        return cfg
+
+    kept = resumed()
+    assert (kept.steps, kept.minutes, kept.highpass, kept.width, kept.model) == (2700, 10.0, 4.0, 48, "later.safetensors")
+    by_time = resumed("--minutes", "15")
+    assert (by_time.steps, by_time.minutes) == (0, 15.0), "a lone --minutes must not be overridden by the saved steps"
+    by_steps = resumed("--steps", "3000", "--highpass", "0")
+    assert (by_steps.steps, by_steps.highpass, by_steps.width) == (3000, 0.0, 48)
+
+
+def test_train_upscaler_learns_over_bicubic_resumes_and_leaves_every_other_weight(tmp_path, capsys, monkeypatch):
     photos = tmp_path / "photos"
     photos.mkdir()
     for path in sorted((SHARED / "data" / "photos" / "urban100").glob("*"))[:6]:
@@ -162,6 +191,7 @@ def test_train_upscaler_learns_over_bicubic_resumes_and_leaves_every_other_weigh
     again = UpscalerTrainer(replace(cfg, minutes=0.25), say=lambda *_: None)  # reads pairs.pt, resumes state.pt
     again.load_state()
     assert again.step == trainer.step and torch.equal(again.upscaler.tail.weight, trainer.upscaler.tail.weight)
+    assert again.hardware == trainer.hardware is not None  # the machine that trained, kept for an export elsewhere
     again.run()
     assert again.step > trainer.step
 
@@ -181,7 +211,10 @@ def test_train_upscaler_learns_over_bicubic_resumes_and_leaves_every_other_weigh
 
     cli = ["train-upscaler", "--model", cfg.model, "--scale", "2", "--data", str(photos), "--run-dir", cfg.run_dir,
            "--minutes", "0.25", "--resume"]  # fmt: skip
+    # (an export-only resume on another machine names the one that trained)
+    monkeypatch.setattr("lua_core.train.pixel_upscaler.training_hardware", lambda: "another machine")
     assert main([*cli, "--highpass", "4", "--export", str(tmp_path / "hp.safetensors")]) == 0
+    assert load_model(tmp_path / "hp.safetensors").info.provenance["pixel_upscalers"]["x2"]["hardware"] == again.hardware
     assert main([*cli, "--export", str(tmp_path / "hp2.safetensors")]) == 0
     for name in ("hp", "hp2"):
         hp = load_model(tmp_path / f"{name}.safetensors")
@@ -202,11 +235,14 @@ def test_train_upscaler_learns_over_bicubic_resumes_and_leaves_every_other_weigh
     assert both.config.upscaler_scales == (2, 4)
     for head, source in (("x2", load_model(tmp_path / "hp2.safetensors")), ("x4", grown)):
         assert torch.equal(both.net.prior.upscalers[head].tail.weight, source.net.prior.upscalers[head].tail.weight)
-    new_v2_model(get_family("sd3"), width=8, blocks=1, vae_approx=VAE_APPROX).save(tmp_path / "sd3.safetensors")
+    # (an SD3 file whose x4 upscaler has no high-pass: the family is named, not the high-pass clash it would meet)
+    sd3 = new_v2_model(get_family("sd3"), width=8, blocks=1, vae_approx=VAE_APPROX)
+    with_pixel_upscaler(sd3, 4, width=16, depth=2, highpass=0.0).save(tmp_path / "sd3.safetensors")
     into_sd3 = [*cli[:model_flag], str(tmp_path / "sd3.safetensors"), *cli[model_flag + 1 :]]
     pairs_written = (tmp_path / "run" / "pairs.pt").stat().st_mtime_ns
     assert main(into_sd3) == 2
-    assert "trained an upscaler of sd1 decodes" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "trained an upscaler of sd1 decodes" in err and "high-pass" not in err
     assert (tmp_path / "run" / "pairs.pt").stat().st_mtime_ns == pairs_written  # refused before anything was written
     # an upscaler the file refuses (x4 without the high-pass its x2 has) is refused before any folder is made
     refused = tmp_path / "refused"

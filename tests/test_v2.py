@@ -349,6 +349,25 @@ def test_training_warm_starts_from_a_shipped_residual(tmp_path):
         ResidualTrainer(ResidualTrainConfig(**{**cfg.__dict__, "width": 16}), say=lambda _: None)
 
 
+def test_a_resumed_training_keeps_its_schedule_unless_a_length_is_given(tmp_path):
+    """train-v2 --resume without --steps/--minutes keeps the run's schedule (not the flags' defaults); each given
+    alone replaces only itself (--minutes: a time stop over the saved schedule)."""
+    import argparse
+    from dataclasses import asdict
+
+    from lua_core.train.residual import ResidualTrainConfig, add_arguments, run_config
+    from lua_core.train.state import write_state
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    saved = ResidualTrainConfig(family="sd1", data=("d",), run_dir=str(tmp_path), steps=1200, lr=3e-4)
+    write_state(tmp_path / "state.pt", {"config": asdict(saved)})
+    base = ["--family", "sd1", "--data", "d", "--run-dir", str(tmp_path), "--resume"]
+    for flags, steps, minutes in (([], 1200, 0.0), (["--minutes", "30"], 1200, 30.0), (["--steps", "900"], 900, 0.0)):
+        cfg, resuming = run_config(parser.parse_args([*base, *flags]))
+        assert resuming and (cfg.steps, cfg.minutes, cfg.lr) == (steps, minutes, 3e-4), flags
+
+
 def test_training_one_head_leaves_the_trunk_and_the_other_heads_exactly_as_the_shipped_file(tmp_path):
     """--train-heads 2 over a shipped file whose x2 residual is off: only x2's stem and head learn, so the exported x4
     head computes bit for bit what the shipped one does, and the record keeps what stays true of x4 and the prior."""

@@ -36,14 +36,20 @@ def with_tuples(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_from_flags(
-    args: argparse.Namespace, config: type[Config], keep_on_resume: tuple[str, ...]
+    args: argparse.Namespace,
+    config: type[Config],
+    keep_on_resume: tuple[str, ...],
+    if_given_on_resume: tuple[tuple[str, ...], ...] = (),
 ) -> tuple[Config, bool]:
     """The run's config and whether it resumes: the flags given, or with `--resume` and a saved state in its run
-    folder, the saved config but for the fields in `keep_on_resume`."""
+    folder, the saved config but for the fields in `keep_on_resume` (this call's, given or default) and each group of
+    `if_given_on_resume` of which a flag was given (the whole group from this call: e.g. minutes and steps, two ways
+    to say one run length)."""
     given = with_tuples({f.name: getattr(args, f.name) for f in fields(config) if getattr(args, f.name, None) is not None})
     cfg = config(**given)
     state = state_path(cfg.run_dir)
     if not (args.resume and state.is_file()):
         return cfg, False
     saved = with_tuples(read_state(state)["config"])
-    return replace(config(**saved), **{name: getattr(cfg, name) for name in keep_on_resume}), True
+    mine = [*keep_on_resume, *(name for group in if_given_on_resume if set(group) & set(given) for name in group)]
+    return replace(config(**saved), **{name: getattr(cfg, name) for name in mine}), True

@@ -14,8 +14,8 @@ so it fits a warm start: a file whose head already has an upscaler). Everything 
 stays bit for bit; the exported file resizes head `scale`'s prior with the trained upscaler (its residual head then
 sees a better prior than it was trained on: tools/select_v2_heads.py chooses its gain again). `state.pt` makes a run
 resumable (`--resume`); a resume exports into the `--model` it is given (a file of the run's family, e.g. one that
-has since gained another head's upscaler) and keeps `--minutes`/`--steps` from the flags (the defaults if left out:
-pass the run's own to only export).
+has since gained another head's upscaler); `--minutes`/`--steps` given set a new run length, left out the run keeps
+its own (so a resume of a finished run only exports).
 """
 
 from __future__ import annotations
@@ -177,17 +177,18 @@ class UpscalerTrainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        self.model = with_pixel_upscaler(
-            load_model(cfg.model), cfg.scale, cfg.width or None, cfg.depth or None, None if cfg.highpass < 0 else cfg.highpass
-        )
+        base = load_model(cfg.model)
         # a run folder holds one family's pairs and weights: another family's file is refused before anything is
-        # written (states before 2026-12-07 did not say their family)
+        # written, and before the file is asked to take the upscaler (whose own refusals would hide the cause);
+        # states before 2026-12-07 did not say their family
         trained_on = read_state(self.state_path).get("family") if self.state_path.is_file() else None
-        if trained_on not in (None, self.model.family.name):
+        if trained_on not in (None, base.family.name):
             raise ValueError(
                 f"{self.run_dir} trained an upscaler of {trained_on} decodes; --model {cfg.model} is a "
-                f"{self.model.family.name} file: pass a {trained_on} file or start a new --run-dir"
+                f"{base.family.name} file: pass a {trained_on} file or start a new --run-dir"
             )
+        highpass = None if cfg.highpass < 0 else cfg.highpass
+        self.model = with_pixel_upscaler(base, cfg.scale, cfg.width or None, cfg.depth or None, highpass)
         self.run_dir.mkdir(parents=True, exist_ok=True)  # after the file accepted this upscaler: a refusal leaves no folder
         self.model.net.prior.to(self.device)  # the pairs' tiny decodes run there too; the rest of the file stays
         self.upscaler = self.model.net.prior.upscalers[f"x{cfg.scale}"]
@@ -205,6 +206,9 @@ class UpscalerTrainer:
         say(f"{len(self.lows)} tile pairs, upscaler x{cfg.scale}: {sum(p.numel() for p in self.upscaler.parameters())} parameters")
         self.step, self.seconds = 0, 0.0
         self.highpass_since: int | None = None  # the step a resume changed the high-pass at (None: from the start)
+        # what trained the steps, kept in the state: an export-only resume on another machine (or thread count)
+        # must not name itself (None: no step trained yet, or a state from before 2026-12-07)
+        self.hardware: str | None = None
         self.opt = torch.optim.Adam(self.upscaler.parameters(), lr=cfg.lr)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda _: self.lr_factor())
         # the convs' (replicate) padding reaches depth + 2 input pixels in from a crop edge
@@ -231,6 +235,7 @@ class UpscalerTrainer:
             "opt": self.opt.state_dict(),
             "highpass_since": self.highpass_since,
             "family": self.model.family.name,
+            "hardware": self.hardware,
         }
         write_state(self.state_path, state)
 
@@ -241,6 +246,7 @@ class UpscalerTrainer:
         self.opt.load_state_dict(state["opt"])
         self.step, self.seconds = int(state["step"]), float(state["seconds"])
         self.highpass_since = state.get("highpass_since")
+        self.hardware = state.get("hardware")
         if state["config"].get("highpass", -1.0) != self.cfg.highpass:  # the weights fit any high-pass
             self.highpass_since = self.step
         self.say(f"resumed at step {self.step} ({self.seconds / 60:.1f} min trained)")
@@ -257,6 +263,8 @@ class UpscalerTrainer:
         cfg = self.cfg
         sampler = StepSampler(len(self.lows), self.step, cfg.batch, cfg.seed)
         batches = iter(DataLoader(PairCrops(self.lows, self.highs, cfg), batch_size=cfg.batch, sampler=sampler))
+        if not self.done():
+            self.hardware = training_hardware()  # the last machine that trained steps
         with open(self.run_dir / "log.jsonl", "a") as log:
             try:
                 while not self.done():
@@ -293,7 +301,7 @@ class UpscalerTrainer:
             **({"highpass_since_step": self.highpass_since} if self.highpass_since is not None else {}),
             "batch": self.cfg.batch,
             "loss": "mse" if self.cfg.loss_on == "upscaled" else "mse after the tiny autoencoder's round trip",
-            "hardware": training_hardware(),
+            "hardware": self.hardware or training_hardware(),
             "date": time.strftime("%Y-%m-%d"),
         }
         upscalers = {**info.provenance.get("pixel_upscalers", {}), f"x{self.cfg.scale}": record}
@@ -312,19 +320,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --run-dir (its config wins, except --minutes, --steps, --device, --threads and a --highpass "
-        "given: the weights fit any, and the exported record says from which step it applied)",
+        help="continue the run in --run-dir (its config wins, except --model, --device, --threads, and --minutes/--steps "
+        "or a --highpass given: the weights fit any high-pass, and the exported record says from which step it applied)",
     )
     p.add_argument("--export", default="", help="write the file with the trained upscaler here when the run stops")
     p.set_defaults(func=run_cli)
 
 
+def run_config(args: argparse.Namespace) -> tuple[UpscalerTrainConfig, bool]:
+    """The run's config from the flags, and whether it resumes (a resume: the saved config, but for what this call sets)."""
+    # the machine's settings come from this call: a run may continue on another machine; so does --model (required):
+    # a resume may put the upscaler into another file of the family (e.g. one that has since gained another head's).
+    # --minutes/--steps given replace the run's length (both: steps > 0 overrides minutes); left out, the run keeps its own
+    return config_from_flags(
+        args,
+        UpscalerTrainConfig,
+        keep_on_resume=("model", "device", "threads"),
+        if_given_on_resume=(("minutes", "steps"), ("highpass",)),
+    )
+
+
 def run_cli(args: argparse.Namespace) -> int:
     """`python -m lua_core train-upscaler`."""
-    # the machine's settings come from this call: a run may continue on another machine; so does --model (required):
-    # a resume may put the upscaler into another file of the family (e.g. one that has since gained another head's)
-    keep = ("model", "minutes", "steps", "device", "threads", *(("highpass",) if args.highpass is not None else ()))
-    cfg, resuming = config_from_flags(args, UpscalerTrainConfig, keep_on_resume=keep)
+    cfg, resuming = run_config(args)
     trainer = UpscalerTrainer(cfg)
     if resuming:
         trainer.load_state()

@@ -413,16 +413,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --run-dir (its config wins, except --minutes/--steps)",
+        help="continue the run in --run-dir (its config wins, except --minutes/--steps given)",
     )
     p.add_argument("--export", default="", help="write the trained model here when the run stops")
     p.add_argument("--note", default="")
     p.set_defaults(func=run_cli)
 
 
+def run_config(args: argparse.Namespace) -> tuple[ResidualTrainConfig, bool]:
+    """The run's config from the flags, and whether it resumes (a resume: the saved config, but for what this call sets)."""
+    # --minutes and --steps given replace the run's own (each alone: a time stop over the saved schedule, or a new one)
+    return config_from_flags(args, ResidualTrainConfig, keep_on_resume=(), if_given_on_resume=(("minutes",), ("steps",)))
+
+
 def run_cli(args: argparse.Namespace) -> int:
     """`python -m lua_core train-v2`."""
-    cfg, resuming = config_from_flags(args, ResidualTrainConfig, keep_on_resume=("minutes", "steps"))
+    cfg, resuming = run_config(args)
     trainer = ResidualTrainer(cfg)
     if resuming:
         trainer.load_state()
