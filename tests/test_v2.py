@@ -376,11 +376,14 @@ def test_training_one_head_leaves_the_trunk_and_the_other_heads_exactly_as_the_s
     from lua_core.train.residual import ResidualTrainConfig, ResidualTrainer
 
     shipped = randomised_residual(new_v2_model(get_family("sd1"), width=8, blocks=1, vae_approx=VAE_APPROX))
+    shipped = with_pixel_upscaler(shipped, 4, width=8, depth=1)  # x4's prior resizes with a (trained) pixel upscaler
+    torch.nn.init.normal_(shipped.net.prior.upscalers["x4"].tail.weight, std=0.01)
     torch.nn.init.zeros_(shipped.net.heads["x2"].weight)  # x2 ships as the prior alone
     shipped.info.provenance = {
         "residual_disabled": ["x2"], "residual_disabled_why": "off", "residual_gain": {"x4": 0.25},
         "residual_gain_why": "best", "decoder_match_by_head": {"x4": [10, 0.2, 0.05]}, "decoder_match_why": "m",
         "prior_refinement_by_head": {"x2": [2, 0.7]}, "prior_refinement_why": "alone",
+        "pixel_upscalers": {"x4": {"trained_steps": 7}},
     }
     shipped.save(tmp_path / "shipped.safetensors")
     cfg = ResidualTrainConfig(
@@ -401,6 +404,7 @@ def test_training_one_head_leaves_the_trunk_and_the_other_heads_exactly_as_the_s
     prov = trained.info.provenance
     assert prov["trained_heads"] == ["x2"] and prov["residual_gain"] == {"x4": 0.25} and "residual_disabled" not in prov
     assert prov["decoder_match_by_head"] == {"x4": [10, 0.2, 0.05]} and prov["continued_from"]["file"] == "shipped.safetensors"
+    assert prov["pixel_upscalers"] == {"x4": {"trained_steps": 7}}  # the prior's upscaler keeps its record
     assert prov["prior_refinement_why"] == "alone; then x2 learned a residual over it (train-v2 --train-heads)"
     again = str(tmp_path / "trained.safetensors")  # x2 learns once more over the trained file: said once still
     again_cfg = replace(cfg, run_dir=str(tmp_path / "again"), init_from=again, prior_from=again)

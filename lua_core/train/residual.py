@@ -129,8 +129,11 @@ class ResidualTrainConfig:
         )
 
 
-# provenance entries about the prior (its refinement and decoder matching per head), true of any residual over it
-PRIOR_RECORDS = ("prior_refinement_by_head", "prior_refinement_why", "decoder_match_by_head", "decoder_match_why")
+# provenance entries about the prior (its refinement, decoder matching and pixel upscalers per head), true of any
+# residual over it
+PRIOR_RECORDS = (
+    "prior_refinement_by_head", "prior_refinement_why", "decoder_match_by_head", "decoder_match_why", "pixel_upscalers"
+)  # fmt: skip
 
 
 def pixel_loss(
