@@ -77,7 +77,7 @@ class ModelInfo:
                 + (
                     f" (x{', x'.join(map(str, cfg.upscaler_scales))}: bicubic + a learned pixel residual, width "
                     f"{cfg.upscaler_width}, depth {cfg.upscaler_depth}"
-                    + (f", low frequencies out at sigma {cfg.upscaler_highpass:g}" if cfg.upscaler_highpass else "")
+                    + _highpass_words(cfg)
                     + ")"
                     if cfg.upscaler_scales
                     else ""
@@ -98,6 +98,16 @@ class ModelInfo:
             f"{self.channels} channels, scales {', '.join(f'x{s}' for s in self.scales)}, "
             f"{shape}, {_count_params(cfg) / 1e6:.2f} M parameters"
         )
+
+
+def _highpass_words(cfg: ReencodeResidualConfig) -> str:
+    """', low frequencies out at sigma 4' for the upscalers' high-pass (per head where they differ); '' when none."""
+    sigmas = {s: cfg.highpass_for(s) for s in cfg.upscaler_scales}
+    if not cfg.upscaler_highpass_by_scale:
+        return f", low frequencies out at sigma {cfg.upscaler_highpass:g}" if cfg.upscaler_highpass else ""
+    return ", low frequencies out at " + ", ".join(
+        f"sigma {sg:g} in x{s}" if sg else f"none in x{s}" for s, sg in sigmas.items()
+    )
 
 
 def _count_params(cfg: LUAConfig | ReencodeResidualConfig) -> int:

@@ -161,25 +161,24 @@ def with_pixel_upscaler(
     """A copy of a v2 model whose head `scale` resizes in its prior with a learned pixel upscaler
     (arch/pixel_upscaler.py): the head's present one if it has one and it has that shape (a warm start, also under
     another high-pass), else a fresh one, which is bicubic until trained. Every other weight is kept. The upscalers
-    of one file share one shape and high-pass: None takes the file's (or the config's defaults when it has none)."""
+    of one file share one shape (None takes the file's, or the config's defaults when it has none); each has its own
+    high-pass (None keeps the head's, else the file's)."""
     cfg = model.config
     if not isinstance(cfg, ReencodeResidualConfig):
         raise ValueError(f"{model.info.title()} has no re-encode prior to give a pixel upscaler")
     if scale not in cfg.scales:
         raise ValueError(f"{model.info.title()} has no x{scale} head; it has {', '.join(f'x{s}' for s in cfg.scales)}")
     width, depth = width or cfg.upscaler_width, cfg.upscaler_depth if depth is None else depth
-    highpass = cfg.upscaler_highpass if highpass is None else highpass
+    highpass = cfg.highpass_for(scale) if highpass is None else highpass
     others = [s for s in cfg.upscaler_scales if s != scale]
-    if others and (width, depth, highpass) != (cfg.upscaler_width, cfg.upscaler_depth, cfg.upscaler_highpass):
+    if others and (width, depth) != (cfg.upscaler_width, cfg.upscaler_depth):
         raise ValueError(
             f"{model.info.title()} already has pixel upscalers of width {cfg.upscaler_width}, depth "
-            f"{cfg.upscaler_depth}, high-pass {cfg.upscaler_highpass:g}; a file's upscalers share them, so give "
-            f"x{scale}'s the same (asked: width {width}, depth {depth}, high-pass {highpass:g})"
+            f"{cfg.upscaler_depth}; a file's upscalers share them, so give x{scale}'s the same (asked: width "
+            f"{width}, depth {depth})"
         )
-    scales = tuple(sorted({*cfg.upscaler_scales, scale}))
-    new_cfg = replace(
-        cfg, upscaler_scales=scales, upscaler_width=width, upscaler_depth=depth, upscaler_highpass=highpass
-    )
+    highpasses = {**{s: cfg.highpass_for(s) for s in others}, scale: highpass}
+    new_cfg = replace(_with_upscaler_highpasses(cfg, highpasses), upscaler_width=width, upscaler_depth=depth)
     net = ReencodeResidual(new_cfg)
     own = f"prior.upscalers.x{scale}."
     keep_own = (width, depth) == (cfg.upscaler_width, cfg.upscaler_depth)
@@ -196,7 +195,7 @@ def without_pixel_upscaler(model: LUAModel, scale: int) -> LUAModel:
     cfg = model.config
     if not isinstance(cfg, ReencodeResidualConfig) or scale not in cfg.upscaler_scales:
         return model
-    new_cfg = replace(cfg, upscaler_scales=tuple(s for s in cfg.upscaler_scales if s != scale))
+    new_cfg = _with_upscaler_highpasses(cfg, {s: cfg.highpass_for(s) for s in cfg.upscaler_scales if s != scale})
     net = ReencodeResidual(new_cfg).to(device=model.device, dtype=model.dtype)
     prefix = f"prior.upscalers.x{scale}."
     net.load_state_dict({k: v for k, v in model.net.state_dict().items() if not k.startswith(prefix)})
@@ -204,6 +203,19 @@ def without_pixel_upscaler(model: LUAModel, scale: int) -> LUAModel:
     records = {h: r for h, r in prov.pop("pixel_upscalers", {}).items() if h != f"x{scale}"}
     prov.update({"pixel_upscalers": records} if records else {})
     return LUAModel(net.eval(), replace(model.info, config=new_cfg, provenance=prov), model.name)
+
+
+def _with_upscaler_highpasses(cfg: ReencodeResidualConfig, highpasses: dict[int, float]) -> ReencodeResidualConfig:
+    """`cfg` with pixel upscalers on exactly the heads of `highpasses` ({scale: high-pass sigma}). One sigma for all
+    is stored file-wide, as files before per-head high-passes did (older packs read it); differing ones per head."""
+    sigmas = set(highpasses.values())
+    shared = sigmas.pop() if len(sigmas) == 1 else 0.0 if sigmas else cfg.upscaler_highpass
+    return replace(
+        cfg,
+        upscaler_scales=tuple(highpasses),
+        upscaler_highpass=shared,
+        upscaler_highpass_by_scale=tuple((s, sg) for s, sg in highpasses.items() if sg != shared),
+    )
 
 
 def _with_config(model: LUAModel, cfg: ReencodeResidualConfig) -> LUAModel:

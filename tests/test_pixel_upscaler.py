@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import asdict, replace
 from itertools import islice
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -84,10 +86,25 @@ def test_a_head_with_an_upscaler_starts_as_the_file_and_the_file_keeps_it(tmp_pa
     dropped = without_pixel_upscaler(loaded, 2)
     assert dropped.config.upscaler_scales == () and not list(dropped.net.prior.upscalers)
     assert torch.equal(upscale_latent(dropped, z, 2), before[2]) and without_pixel_upscaler(model, 2) is model
-    with pytest.raises(ValueError, match="share them"):
+    with pytest.raises(ValueError, match="width 16, depth 2; a file's upscalers share them"):
         with_pixel_upscaler(loaded, 4, width=32, depth=5)
-    with pytest.raises(ValueError, match="high-pass 0; a file's upscalers share them"):
-        with_pixel_upscaler(loaded, 4, highpass=4.0)
+    # each upscaler has its own high-pass: x4 takes one without changing what x2 computes, and the file says so
+    both = with_pixel_upscaler(loaded, 4, highpass=4.0)
+    with torch.no_grad():
+        torch.nn.init.normal_(both.net.prior.upscalers["x4"].tail.weight, std=0.01)
+    assert (both.config.highpass_for(2), both.config.highpass_for(4)) == (0.0, 4.0)
+    assert both.net.prior.upscalers["x4"].highpass == 4.0 and both.net.prior.upscalers["x2"].highpass == 0.0
+    both.save(tmp_path / "both.safetensors")
+    both_loaded = load_model(tmp_path / "both.safetensors")
+    assert both_loaded.config == both.config and torch.equal(upscale_latent(both_loaded, z, 2), trained)
+    assert torch.equal(upscale_latent(both_loaded, z, 4), upscale_latent(both, z, 4))
+    assert "low frequencies out at none in x2, sigma 4 in x4" in both_loaded.info.describe()
+    # one sigma for all is stored file-wide as before (older packs read it); the per-head key only where they differ
+    assert with_pixel_upscaler(both, 2, highpass=4.0).config.upscaler_highpass_by_scale == ()
+    assert "upscaler_highpass_by_scale" not in loaded.config.to_json()
+    assert without_pixel_upscaler(both, 2).config.upscaler_highpass == 4.0
+    with pytest.raises(ValueError, match="one \\(scale, sigma >= 0\\) at most per upscaler"):
+        replace(both.config, upscaler_highpass_by_scale=((8, 1.0),))
     # its own head's upscaler may change: under another high-pass it is the warm start, under another shape fresh
     warm = with_pixel_upscaler(loaded, 2, highpass=4.0)
     assert warm.config.upscaler_highpass == 4.0 and "low frequencies out at sigma 4" in warm.info.describe()
@@ -123,6 +140,20 @@ def test_train_upscaler_on_a_missing_gpu_says_so_and_writes_nothing(tmp_path, ca
     cmd = ["train-upscaler", "--model", "m.safetensors", "--scale", "4", "--data", str(tmp_path), "--run-dir", str(run)]
     assert main([*cmd, "--device", "cuda"]) == 2
     assert "sees no CUDA GPU; use --device cpu" in capsys.readouterr().err and not run.exists()
+
+
+def test_the_learning_rate_warms_up_then_follows_the_cosine():
+    """Full rate from step one killed the last body layer of the SDXL x2 upscaler (Adam moves every weight by ~lr
+    at first, whatever its gradient); the rate rises linearly over --warmup-steps, then decays as before."""
+    cfg = UpscalerTrainConfig(model="m", scale=2, data=("d",), steps=1000, warmup_steps=200)
+    factor = [UpscalerTrainer.lr_factor(SimpleNamespace(step=k, seconds=0.0, cfg=cfg)) for k in range(1000)]
+    cosine = [0.5 * (1 + math.cos(math.pi * k / 1000)) for k in range(1000)]
+    assert factor[0] == pytest.approx(1 / 200) and factor[99] == pytest.approx(0.5 * cosine[99])
+    assert factor[199:] == pytest.approx(cosine[199:]) and all(a < b for a, b in zip(factor[:199], factor[1:200]))
+    off = replace(cfg, warmup_steps=0)
+    assert UpscalerTrainer.lr_factor(SimpleNamespace(step=0, seconds=0.0, cfg=off)) == 1.0
+    with pytest.raises(ValueError, match="--warmup-steps -1"):
+        replace(cfg, warmup_steps=-1)
 
 
 def test_a_resumed_run_draws_the_crops_the_whole_run_would_have():
@@ -177,6 +208,7 @@ def test_train_upscaler_learns_over_bicubic_resumes_and_leaves_every_other_weigh
     cfg = UpscalerTrainConfig(
         model=str(tmp_path / "base.safetensors"), scale=2, data=(str(photos),), run_dir=str(tmp_path / "run"),
         minutes=0.15, width=16, depth=2, tile=64, crop=32, batch=8, lr=2e-3, synthetic_tiles=3,
+        warmup_steps=10,  # a real run's 200 would be most of this one
     )
     trainer = UpscalerTrainer(cfg, say=lambda *_: None)
     assert trainer.lows.shape[-1] == 64 and trainer.highs.shape[-1] == 128
@@ -235,19 +267,19 @@ def test_train_upscaler_learns_over_bicubic_resumes_and_leaves_every_other_weigh
     assert both.config.upscaler_scales == (2, 4)
     for head, source in (("x2", load_model(tmp_path / "hp2.safetensors")), ("x4", grown)):
         assert torch.equal(both.net.prior.upscalers[head].tail.weight, source.net.prior.upscalers[head].tail.weight)
-    # (an SD3 file whose x4 upscaler has no high-pass: the family is named, not the high-pass clash it would meet)
+    # (an SD3 file whose x4 upscaler has another shape: the family is named, not the shape clash it would meet)
     sd3 = new_v2_model(get_family("sd3"), width=8, blocks=1, vae_approx=VAE_APPROX)
-    with_pixel_upscaler(sd3, 4, width=16, depth=2, highpass=0.0).save(tmp_path / "sd3.safetensors")
+    with_pixel_upscaler(sd3, 4, width=8, depth=1).save(tmp_path / "sd3.safetensors")
     into_sd3 = [*cli[:model_flag], str(tmp_path / "sd3.safetensors"), *cli[model_flag + 1 :]]
     pairs_written = (tmp_path / "run" / "pairs.pt").stat().st_mtime_ns
     assert main(into_sd3) == 2
     err = capsys.readouterr().err
-    assert "trained an upscaler of sd1 decodes" in err and "high-pass" not in err
+    assert "trained an upscaler of sd1 decodes" in err and "share them" not in err
     assert (tmp_path / "run" / "pairs.pt").stat().st_mtime_ns == pairs_written  # refused before anything was written
-    # an upscaler the file refuses (x4 without the high-pass its x2 has) is refused before any folder is made
+    # an upscaler the file refuses (x4 of another shape than its x2) is refused before any folder is made
     refused = tmp_path / "refused"
     clash = ["train-upscaler", "--model", str(tmp_path / "hp.safetensors"), "--scale", "4", "--data", str(photos),
-             "--run-dir", str(refused), "--highpass", "0"]  # fmt: skip
+             "--run-dir", str(refused), "--width", "8"]  # fmt: skip
     assert main(clash) == 2 and not refused.exists()
 
 
@@ -270,6 +302,7 @@ def test_round_trip_loss_trains_the_upscaler_for_what_survives_the_re_encode(tmp
     cfg = UpscalerTrainConfig(
         model=str(tmp_path / "base.safetensors"), scale=2, data=(str(photos),), run_dir=str(tmp_path / "run"),
         steps=60, width=16, depth=2, tile=64, crop=32, batch=4, lr=2e-3, synthetic_tiles=2, loss_on="round-trip",
+        warmup_steps=10,  # a real run's 200 would be longer than this whole run
     )
     trainer = UpscalerTrainer(cfg, say=lambda *_: None)
     assert trainer.border == (2 + 2) * 2 + 16

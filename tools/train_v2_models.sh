@@ -12,7 +12,9 @@
 #   training image of both folders, cosine over MINUTES of training (per family below), then
 #   tools/select_v2_heads.py ships each head at its best residual gain (0 = prior) on held-out images 17-32,
 #   bench/quality.py reports images 1-16 with the old file's numbers beside (--previous), and
-#   tools/keep_if_better.py keeps the new file only if it beats the old one on every scale.
+#   tools/keep_if_better.py keeps the new file only if it beats the old one on every scale. Every mode writes its
+#   selection records into RUNS_DIR/selection and copies them into bench/results/selection only when the new file
+#   is kept (until 2026-12-07 a refused run overwrote the record of the file that ships).
 # REFINE=1 with CONTINUE=1 (the third run): the same, but the prior gets one back-projection step per family
 #   (arch/reencode_residual.py), at the rate measured best on held-out images 17-32 before training
 #   (bench/results/prior-refinement.json); SDXL is left out there (taesdxl's round trip diverges under it).
@@ -129,7 +131,7 @@ DATA=("$SHARED/data/train" "$SHARED/data/photos")
 common=(--data "${DATA[@]}" --vae-approx "$SHARED/vae_approx" --inputs latent+prior+pixels)
 
 start_runs() {  # RUNS exists and holds the report the new files must beat (kept when a run resumes)
-  mkdir -p "$RUNS"
+  mkdir -p "$RUNS/selection"
   [ -f "$RUNS/quality-before.json" ] || cp bench/results/quality.json "$RUNS/quality-before.json"
 }
 
@@ -141,8 +143,8 @@ shipped_shape() {  # FILE: "width blocks" of its residual, so a warm start build
 select_and_keep() {  # CANDIDATE FAMILY
   local cand=$1 fam=$2
   $PY tools/select_v2_heads.py --candidate "$cand" --output "$RUNS/$fam-selected.safetensors" \
-      --report "bench/results/selection/$fam.json"
-  report_and_keep "$fam"
+      --report "$RUNS/selection/$fam.json"
+  report_and_keep "$fam" "$RUNS/selection/$fam.json"
 }
 
 # the report (images 1-16) only judges a file whose selected heads all beat the bundled file on images 17-32
@@ -150,13 +152,18 @@ beat_on_selection_images() {  # SELECTION_JSON FAMILY
   local gained
   gained=$($PY -c "import json, sys; print(' '.join(str(v) for v in json.load(open(sys.argv[1]))['output_minus_current_db'].values()))" "$1")
   if ! $PY -c "import sys; sys.exit(not all(float(v) > 0 for v in sys.argv[1:]))" $gained; then
-    echo "$2: the selected heads scored $gained dB against the bundled file on images 17-32; the bundled file stays"
+    echo "$2: the selected heads scored $gained dB against the bundled file on images 17-32; the bundled file stays" \
+      "(the record stays in $1)"
     return 1
   fi
 }
 
-report_and_keep() {  # FAMILY: RUNS/FAMILY-selected.safetensors replaces the bundled file if the report says better
-  local fam=$1
+# RUNS/FAMILY-selected.safetensors replaces the bundled file if the report says better; only then do its selection
+# records (written in RUNS/selection) go to bench/results/selection, so a refused run never overwrites the record of
+# the file that ships
+report_and_keep() {  # FAMILY SELECTION_JSON...
+  local fam=$1 record
+  shift
   cp "models/lua-$fam-small.safetensors" "$RUNS/$fam-before.safetensors"
   cp "$RUNS/$fam-selected.safetensors" "models/lua-$fam-small.safetensors"
   if $PY bench/quality.py --families "$fam" --limit 16 --update --previous "$RUNS/quality-before.json"; then
@@ -165,6 +172,11 @@ report_and_keep() {  # FAMILY: RUNS/FAMILY-selected.safetensors replaces the bun
   else
     cp "$RUNS/$fam-before.safetensors" "models/lua-$fam-small.safetensors"
     echo "bench/quality.py failed for $fam: the old file stays" >&2
+  fi
+  if cmp -s "models/lua-$fam-small.safetensors" "$RUNS/$fam-before.safetensors"; then
+    echo "$fam: the bundled file stays; the new file's records stay in $RUNS/selection ($*)"
+  else
+    for record in "$@"; do cp "$record" bench/results/selection/; done
   fi
 }
 
@@ -180,8 +192,8 @@ if [ "${PRIOR_HEADS:-0}" = 1 ]; then  # no training: heads shipped as the prior 
   start_runs
   for fam in ${*:-sd3 flux2}; do
     $PY tools/refine_prior_heads.py --model "models/lua-$fam-small.safetensors" ${PRIOR_SETTINGS:+--settings "$PRIOR_SETTINGS"} \
-        --output "$RUNS/$fam-selected.safetensors" --report "bench/results/selection/$fam-prior-heads.json"
-    report_and_keep "$fam"
+        --output "$RUNS/$fam-selected.safetensors" --report "$RUNS/selection/$fam-prior-heads.json"
+    report_and_keep "$fam" "$RUNS/selection/$fam-prior-heads.json"
   done
   exit 0
 fi
@@ -191,8 +203,8 @@ if [ "${MATCH:-0}" = 1 ]; then  # no training: each head gets the decoder-matchi
   for fam in ${*:-flux1 flux2}; do
     $PY tools/match_decoder_heads.py --model "models/lua-$fam-small.safetensors" ${MATCH_SETTINGS:+--settings "$MATCH_SETTINGS"} \
         --photos "${PHOTOS:-6}" --limit "${LIMIT:-6}" \
-        --output "$RUNS/$fam-selected.safetensors" --report "bench/results/selection/$fam-decoder-match.json"
-    report_and_keep "$fam"
+        --output "$RUNS/$fam-selected.safetensors" --report "$RUNS/selection/$fam-decoder-match.json"
+    report_and_keep "$fam" "$RUNS/selection/$fam-decoder-match.json"
   done
   exit 0
 fi
@@ -204,20 +216,23 @@ if [ "${UPSCALER:-0}" = 1 ]; then  # each head's prior resizes with a learned pi
     [ "$arg" != "$fam" ] && heads=${arg#*:}
     model="models/lua-$fam-small.safetensors"
     for head in ${heads//,/ }; do
+      # a resumed run keeps its own length (minutes or steps) unless MINUTES is set
+      length=(--minutes "${MINUTES:-12}")
+      [ -f "$RUNS/$fam-x$head/state.pt" ] && [ -z "${MINUTES:-}" ] && length=()
       # a file already exported there is a finished run (or one trained elsewhere: the GPU kit's train-F-xS files)
       [ -f "$RUNS/$fam-x$head.safetensors" ] || $PY -m lua_core train-upscaler --model "$model" --scale "$head" --data "${DATA[@]}" --run-dir "$RUNS/$fam-x$head" \
-          --minutes "${MINUTES:-12}" ${WIDTH:+--width "$WIDTH"} ${DEPTH:+--depth "$DEPTH"} ${DARK:+--dark-fraction "$DARK"} ${HIGHPASS:+--highpass "$HIGHPASS"} --resume \
+          "${length[@]}" ${WIDTH:+--width "$WIDTH"} ${DEPTH:+--depth "$DEPTH"} ${DARK:+--dark-fraction "$DARK"} ${HIGHPASS:+--highpass "$HIGHPASS"} --resume \
           --export "$RUNS/$fam-x$head.safetensors"
       model="$RUNS/$fam-x$head.safetensors"
     done
     # only the heads whose prior changed choose a gain again; the others ship as they are (one head: its own record,
     # so a later head's run keeps the earlier head's record)
-    record="bench/results/selection/$fam-pixel-upscaler.json"
-    [ "$heads" = 2,4 ] || record="bench/results/selection/$fam-pixel-upscaler-x${heads//,/-x}.json"
+    record="$RUNS/selection/$fam-pixel-upscaler.json"
+    [ "$heads" = 2,4 ] || record="$RUNS/selection/$fam-pixel-upscaler-x${heads//,/-x}.json"
     $PY tools/select_v2_heads.py --candidate "$model" --heads "x${heads//,/,x}" --output "$RUNS/$fam-selected.safetensors" \
         --report "$record"
     beat_on_selection_images "$record" "$fam" || continue
-    report_and_keep "$fam"
+    report_and_keep "$fam" "$record"
   done
   exit 0
 fi
@@ -238,10 +253,10 @@ if [ "${HEADS:-0}" = 1 ]; then  # one head learns over the bundled trunk; the ot
         --export "$RUNS/$fam.safetensors" --note "x$head stem and head trained over the bundled file's trunk and x$head prior (CPU)" \
         "${resume[@]}"
     $PY tools/select_v2_heads.py --candidate "$RUNS/$fam.safetensors" --heads "x$head" \
-        --output "$RUNS/$fam-selected.safetensors" --report "bench/results/selection/$fam-head-x$head.json"
+        --output "$RUNS/$fam-selected.safetensors" --report "$RUNS/selection/$fam-head-x$head.json"
     # gain 0 would ship the bundled head with a record of a residual it lacks
-    beat_on_selection_images "bench/results/selection/$fam-head-x$head.json" "$fam" || continue
-    report_and_keep "$fam"
+    beat_on_selection_images "$RUNS/selection/$fam-head-x$head.json" "$fam" || continue
+    report_and_keep "$fam" "$RUNS/selection/$fam-head-x$head.json"
   done
   exit 0
 fi

@@ -69,6 +69,9 @@ class ReencodeResidualConfig:
     upscaler_width: int = 32
     upscaler_depth: int = 5
     upscaler_highpass: float = 0.0  # sigma (input pixels) of the low frequencies taken out of their residual; 0: none
+    # (scale, sigma) for upscalers whose high-pass differs from upscaler_highpass: a head can take the sigma its
+    # own upscaler needs without changing what the other heads compute
+    upscaler_highpass_by_scale: tuple[tuple[int, float], ...] = ()
     pooled_encoder: tuple[int, ...] = ()  # taef2: encoder/decoder blocks with the extra pooled branch
     pooled_decoder: tuple[int, ...] = ()
     refine_steps: int = 0  # back-projection steps on the prior (0 = plain decode -> bicubic -> encode)
@@ -87,6 +90,8 @@ class ReencodeResidualConfig:
         object.__setattr__(self, "refine_by_scale", by_scale)
         matches = tuple(sorted(map(_match_entry, self.match_by_scale)))
         object.__setattr__(self, "match_by_scale", matches)
+        highpasses = tuple(sorted((int(s), float(sg)) for s, sg in self.upscaler_highpass_by_scale))
+        object.__setattr__(self, "upscaler_highpass_by_scale", highpasses)
         problems = []
         if self.channels % (self.patch * self.patch):
             problems.append(f"channels {self.channels} not divisible by patch^2 = {self.patch**2}")
@@ -117,6 +122,13 @@ class ReencodeResidualConfig:
             problems.append(f"upscaler width {self.upscaler_width} / depth {self.upscaler_depth} too small")
         if self.upscaler_highpass < 0:
             problems.append(f"upscaler_highpass {self.upscaler_highpass}: a sigma >= 0 (0: none)")
+        if any(s not in self.upscaler_scales or sg < 0 for s, sg in highpasses) or len(
+            {s for s, _ in highpasses}
+        ) < len(highpasses):
+            problems.append(
+                f"upscaler_highpass_by_scale {highpasses}: one (scale, sigma >= 0) at most per upscaler of "
+                f"{self.upscaler_scales}"
+            )
         if self.width < 8 or self.blocks < 1:
             problems.append(f"width {self.width} / blocks {self.blocks} too small")
         if problems:
@@ -129,6 +141,10 @@ class ReencodeResidualConfig:
                 return steps, rate
         return self.refine_steps, self.refine_rate
 
+    def highpass_for(self, scale: int) -> float:
+        """High-pass sigma of head `scale`'s pixel upscaler (0: none)."""
+        return next((sg for s, sg in self.upscaler_highpass_by_scale if s == scale), self.upscaler_highpass)
+
     def match_for(self, scale: int) -> tuple[int, float, float]:
         """(decoder-matching steps, smoothness sigma, Adam step) of head `scale`; (0, 0.0, 0.0) when off."""
         return next(((k, sg, lr) for s, k, sg, lr in self.match_by_scale if s == scale), (0, 0.0, 0.0))
@@ -140,7 +156,10 @@ class ReencodeResidualConfig:
 
     def to_json(self) -> str:
         """JSON text of this config (as stored in checkpoint metadata)."""
-        return json.dumps(asdict(self), sort_keys=True)
+        data = asdict(self)
+        if not self.upscaler_highpass_by_scale:  # only files that use it carry it, so older packs read the rest
+            del data["upscaler_highpass_by_scale"]
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict) -> ReencodeResidualConfig:
@@ -202,7 +221,7 @@ class ReencodePrior(nn.Module):
         self.encoder = make_encoder(cfg.vae_channels, cfg.pooled_encoder)
         self.upscalers = nn.ModuleDict(
             {
-                f"x{s}": PixelUpscaler(s, cfg.upscaler_width, cfg.upscaler_depth, cfg.upscaler_highpass)
+                f"x{s}": PixelUpscaler(s, cfg.upscaler_width, cfg.upscaler_depth, cfg.highpass_for(s))
                 for s in cfg.upscaler_scales
             }
         )
