@@ -119,6 +119,12 @@
 #     runs/s1207o/flux1-x2.safetensors with --model the bundled file, then UPSCALER=1 ... runs/s1207o flux1:2. A run of
 #     one head writes bench/results/selection/F-pixel-upscaler-xS.json; the x4 records above predate that and are
 #     named F-pixel-upscaler.json.
+#   The 2026-12-07 night SD1 x2 head (+0.23 dB on the report): that evening's SD1 x2 run resumed with --highpass 4
+#     --steps 5400 (per-head high-pass: x4 keeps none), exported into runs/s1208b/sd1-x2.safetensors, then UPSCALER=1
+#     WIDTH=48 DEPTH=6 ... runs/s1208b sd1:2. The SDXL x2 head (+0.20 dB): train-upscaler --model
+#     models/lua-sdxl-small.safetensors --scale 2 --data <both folders> --run-dir runs/s1208c/sdxl-x2 --steps 2700
+#     --width 48 --depth 6 (with the learning-rate warm-up), --resume --highpass 4 --export
+#     runs/s1208d/sdxl-x2.safetensors, then UPSCALER=1 WIDTH=48 DEPTH=6 ... runs/s1208d sdxl:2.
 #   Upscalers trained on a GPU (bench/gpu_kit.py --train-upscalers F:S, docs/gpu.md): copy each train-F-xS.safetensors
 #   to RUNS/F-xS.safetensors and run UPSCALER=1 ... RUNS F:S: a file already there is used as it is.
 # Each run keeps state.pt in RUNS_DIR/...: rerunning the script continues an interrupted run.
