@@ -218,8 +218,10 @@ def test_upscaler_sprint_smoke_trains_the_bundled_files_upscaler_and_keeps_every
     assert model.config.upscaler_scales == tuple(sorted({2, *bundled.config.upscaler_scales}))  # x4's kept
     assert model.info.provenance["pixel_upscalers"]["x2"]["trained_steps"] >= 1
     shipped, new = bundled.net.state_dict(), model.net.state_dict()
-    assert all(torch.equal(new[k], v) for k, v in shipped.items())
-    assert set(new) - set(shipped) == {k for k in new if k.startswith("prior.upscalers.x2.")}
+    x2 = {k for k in new if k.startswith("prior.upscalers.x2.")}
+    # the head's upscaler is new, or (the bundled SDXL file has one since 2026-12-07) its warm start
+    assert x2 and set(new) - set(shipped) <= x2
+    assert all(torch.equal(new[k], v) for k, v in shipped.items() if k not in x2)  # every other weight kept
 
 
 def test_prepare_gpu_data_keeps_a_share_of_large_images_at_native_resolution(tmp_path):
