@@ -575,7 +575,9 @@ GPU_TRAIN = [  # the sprint: a wider, deeper residual on many tiles of every tra
     *("--ema", "0.995", "--save-every", "1000", "--threads", "3"),
 ]
 SMOKE_UPSCALER = [  # seconds of the same command on the CPU
-    *("--width", "8", "--depth", "2", "--batch", "2", "--tile", "32", "--crop", "16", "--tiles-per-image", "1"),
+    # crop 32: a bundled file's own shape (depth 6) leaves out (6 + 2) x 2 output pixels per edge of the x2 loss,
+    # which crop 16 (32 output pixels) left empty, so its smoke trained nothing (NaN loss)
+    *("--width", "8", "--depth", "2", "--batch", "2", "--tile", "48", "--crop", "32", "--tiles-per-image", "1"),
     *("--synthetic-tiles", "2", "--save-every", "2"),
 ]
 GPU_UPSCALER = [  # a wider, deeper pixel upscaler than the CPU's (48 x 6) on more tiles; .gpu_data images are 384 px

@@ -222,6 +222,9 @@ def test_upscaler_sprint_smoke_trains_the_bundled_files_upscaler_and_keeps_every
     # the head's upscaler is new, or (the bundled SDXL file has one since 2026-12-07) its warm start
     assert x2 and set(new) - set(shipped) <= x2
     assert all(torch.equal(new[k], v) for k, v in shipped.items() if k not in x2)  # every other weight kept
+    # and it trained: finite weights, moved from the warm start (an empty loss gave NaN everywhere)
+    assert all(new[k].isfinite().all() for k in x2)
+    assert any(k not in shipped or not torch.equal(new[k], shipped[k]) for k in x2)
 
 
 def test_prepare_gpu_data_keeps_a_share_of_large_images_at_native_resolution(tmp_path):

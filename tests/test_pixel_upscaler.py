@@ -156,6 +156,20 @@ def test_the_learning_rate_warms_up_then_follows_the_cosine():
         replace(cfg, warmup_steps=-1)
 
 
+def test_a_crop_the_loss_border_would_empty_is_refused_before_anything_is_written(tmp_path):
+    """The loss leaves out (depth + 2) x scale output pixels per edge: a crop no larger than twice that trained
+    nothing (an empty mean is NaN; the GPU kit's smoke did so for weeks), so it is refused up front."""
+    new_v2_model(get_family("sd1"), width=8, blocks=1, vae_approx=VAE_APPROX).save(tmp_path / "base.safetensors")
+    run = tmp_path / "run"
+    cfg = UpscalerTrainConfig(
+        model=str(tmp_path / "base.safetensors"), scale=2, data=(str(tmp_path),), run_dir=str(run), width=8,
+        depth=6, tile=32, crop=16,
+    )
+    with pytest.raises(ValueError, match="--crop 16 x2 is 32 output pixels, but the loss leaves out 16 from each"):
+        UpscalerTrainer(cfg, say=lambda *_: None)
+    assert not run.exists()
+
+
 def test_a_resumed_run_draws_the_crops_the_whole_run_would_have():
     cfg = UpscalerTrainConfig(model="m", scale=2, data=("d",), tile=40, crop=16, batch=4, seed=3)
     crops = PairCrops(torch.rand(5, 3, 40, 40), torch.rand(5, 3, 80, 80), cfg)

@@ -195,6 +195,17 @@ class UpscalerTrainer:
             )
         highpass = None if cfg.highpass < 0 else cfg.highpass
         self.model = with_pixel_upscaler(base, cfg.scale, cfg.width or None, cfg.depth or None, highpass)
+        # the convs' (replicate) padding reaches depth + 2 input pixels in from a crop edge
+        self.border = (self.model.config.upscaler_depth + 2) * cfg.scale
+        if cfg.loss_on == "round-trip":
+            self.border += ROUND_TRIP_BORDER
+        if 2 * self.border >= cfg.crop * cfg.scale:  # else the loss is an empty mean (NaN) and nothing trains
+            raise ValueError(
+                f"--crop {cfg.crop} x{cfg.scale} is {cfg.crop * cfg.scale} output pixels, but the loss leaves out "
+                f"{self.border} from each edge (depth {self.model.config.upscaler_depth} + 2, times the scale"
+                f"{', plus the round trip' if cfg.loss_on == 'round-trip' else ''}): nothing would be left to train "
+                f"on: use --crop {2 * self.border // cfg.scale + 8} or so, and a --tile {2 * TILE_MARGIN} above it"
+            )
         self.run_dir.mkdir(parents=True, exist_ok=True)  # after the file accepted this upscaler: a refusal leaves no folder
         self.model.net.prior.to(self.device)  # the pairs' tiny decodes run there too; the rest of the file stays
         self.upscaler = self.model.net.prior.upscalers[f"x{cfg.scale}"]
@@ -217,10 +228,6 @@ class UpscalerTrainer:
         self.hardware: str | None = None
         self.opt = torch.optim.Adam(self.upscaler.parameters(), lr=cfg.lr)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda _: self.lr_factor())
-        # the convs' (replicate) padding reaches depth + 2 input pixels in from a crop edge
-        self.border = (self.model.config.upscaler_depth + 2) * cfg.scale
-        if cfg.loss_on == "round-trip":
-            self.border += ROUND_TRIP_BORDER
 
     def lr_factor(self) -> float:
         """Linear warm-up over `warmup_steps`, then cosine decay over `steps`, or else over `minutes` of training."""
