@@ -158,7 +158,7 @@ def test_the_learning_rate_warms_up_then_follows_the_cosine():
 
 def test_a_crop_the_loss_border_would_empty_is_refused_before_anything_is_written(tmp_path):
     """The loss leaves out (depth + 2) x scale output pixels per edge: a crop no larger than twice that trained
-    nothing (an empty mean is NaN; the GPU kit's smoke did so for weeks), so it is refused up front."""
+    nothing (an empty mean is NaN; the GPU kit's smoke did so over the bundled depth-6 upscalers), so it is refused up front."""
     new_v2_model(get_family("sd1"), width=8, blocks=1, vae_approx=VAE_APPROX).save(tmp_path / "base.safetensors")
     run = tmp_path / "run"
     cfg = UpscalerTrainConfig(
