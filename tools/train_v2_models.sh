@@ -92,8 +92,8 @@
 #   each of those heads then beats the bundled file there (as HEADS=1 asks), the same report and keep-if-better
 #   steps: UPSCALER=1 bash tools/train_v2_models.sh runs/upscaler sdxl flux1:2
 #   GAINS=0.5 tries that residual gain besides 0 and 1 (the default tries 0, 1/4, 1/2, 3/4, 1); fewer is faster: a
-#   FLUX.2 file scores ~75 s per image and model at both scales on 2 CPU threads (its decoder-matching steps run at
-#   the output size), so the default 16 images x 6 models take about 2 h.
+#   FLUX.2 file scores ~75 s per image and model at both scales on 2 CPU threads of an AVX2-only CPU (its decoder-
+#   matching steps run at the output size, in fp32 there: no native bf16), so the default 16 images x 6 models take about 2 h.
 #   The 2026-12-07 SDXL file: UPSCALER=1 WIDTH=48 DEPTH=6 MINUTES=10 ... runs/s1207-up sdxl (x4 +0.33 dB on the report,
 #   refused: zero-padded convs painted bands along flat images' edges, .../sdxl-pixel-upscaler-round1-x4-patches.json;
 #   since then replicate padding and 128 synthetic tiles), then x4 again over the x2 run's file:
