@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lua_core import load_model  # noqa: E402
+from lua_core.checkpoint import sha256_file  # noqa: E402
 from lua_core.evaluation import (  # noqa: E402
     FLAT_MARGIN,
     colour_patch_bound,
@@ -77,7 +78,13 @@ def main() -> None:
         matched = [s for s, steps, *_ in getattr(model.config, "match_by_scale", ()) if steps]
         variants = {"as_shipped": (model, (2, 4)), "decoder_matching_off": (without_decoder_match(model), matched)}
         # when, how and how long per file: an --update run measures some files and keeps the others' entries
-        files[path.name] = {"family": model.family.name, "date": datetime.date.today().isoformat(), "threads": args.threads}
+        # which file was measured: tests/test_flat_regions.py holds a bundled file to the record of exactly that file
+        files[path.name] = {
+            "family": model.family.name,
+            "sha256": sha256_file(path),
+            "date": datetime.date.today().isoformat(),
+            "threads": args.threads,
+        }
         for variant, (m, scales) in variants.items():
             if not scales:
                 continue

@@ -472,7 +472,9 @@ def section_cost(device: torch.device, smoke: bool) -> dict:
     from cost import measure
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    return measure(device, dtype, side=8 if smoke else 64, repeats=1 if smoke else 5)
+    # smoke: 64 output px per file and scale (8 latent px took 107 s of the CI suite's time on 2 AVX2 cores: the
+    # decoder-matching steps run the tiny decoder and its backward at the output size, 10-20 times)
+    return measure(device, dtype, side=4 if smoke else 64, repeats=1 if smoke else 5)
 
 
 def section_graph(cfg: LUAConfig, device: torch.device, clock: Clock) -> dict:

@@ -14,7 +14,7 @@ from safetensors import safe_open
 
 from lua_core import get_family, load_model, upscale_latent
 from lua_core.arch.reencode_residual import MATCH_LR, ReencodeResidualConfig, smooth_weight
-from lua_core.checkpoint import identify_foreign, read_state_dict
+from lua_core.checkpoint import identify_foreign, read_state_dict, sha256_file
 from lua_core.engine import plan_tiles
 from lua_core.errors import CheckpointError
 from lua_core.imaging import bicubic_resize, load_rgb, to_tensor
@@ -769,7 +769,11 @@ def test_channels_last_layout_of_the_tiny_autoencoder_changes_no_output_or_gradi
         (grad_plain,) = torch.autograd.grad(plain.square().sum(), plain_x)
         assert fast.is_contiguous()
         assert torch.allclose(fast, plain, atol=1e-5, rtol=1e-5), (fast - plain).abs().max()
-        assert torch.allclose(grad_fast, grad_plain, atol=1e-4, rtol=1e-4), (grad_fast - grad_plain).abs().max()
+        # the backward pass sums in another order per layout, and a gradient runs through every layer: judged
+        # against its own size (one element of the SDXL encoder's differed by 3e-4 on the AVX2-only CI machine, where
+        # the whole gradient differed by 2e-5 of its norm), not element by element
+        rel = float((grad_fast - grad_plain).norm() / grad_plain.norm())
+        assert rel < 1e-4, f"input gradients differ by {rel:.2e} of their norm"
 
 
 def test_flat_region_bench_finds_the_patches_the_check_finds():
@@ -813,7 +817,8 @@ def test_flat_region_bench_measures_matching_off_only_on_the_heads_that_match(tm
     monkeypatch.setattr(sys, "argv", [*argv, "--side", "64", "--threads", "1", "--output", str(out)])
     flat_regions.main()
     files = json.loads(out.read_text())["files"]
-    assert set(files["plain.safetensors"]) == {"family", "date", "threads", "seconds", "as_shipped"}
+    assert set(files["plain.safetensors"]) == {"family", "sha256", "date", "threads", "seconds", "as_shipped"}
+    assert files["plain.safetensors"]["sha256"] == sha256_file(tmp_path / "plain.safetensors")  # which file it measured
     assert files["plain.safetensors"]["threads"] == 1 and files["plain.safetensors"]["seconds"] > 0
     assert set(files["plain.safetensors"]["as_shipped"]) == {"x2", "x4"}
     assert set(files["matched.safetensors"]["decoder_matching_off"]) == {"x2"}
