@@ -32,9 +32,11 @@ from lua_core.tiny_ae import load_tiny_autoencoder
 SHIPPED = sorted((ROOT / "models").glob("lua-*.safetensors"))
 RECORD = ROOT / "bench" / "results" / "flat-regions.json"
 NEAREST = 1  # images measured again per file and scale: the one with the least room under the bound in the record
-# The record and a run now differ by thread count and machine (decoder matching sums gradients in another order):
-# a quarter of the margin, half an 8-bit level, is far below a colour patch and far above that noise.
-RECORD_TOLERANCE = FLAT_MARGIN / 4
+# The record and a run now differ by thread count and machine: decoder matching runs in bf16 on a CPU with native
+# bf16, in fp32 elsewhere. Between the 2026-12-07 record (bf16) and the 12-08 one (fp32, AVX2 only) a matched head's
+# worst error moved by up to 0.0015 (SDXL x4 on its nearest image), three quarters of a quarter margin; half the
+# margin, one 8-bit level, stays far below a colour patch (0.03-0.05 over pixel bicubic, FLAT_MARGIN's comment).
+RECORD_TOLERANCE = FLAT_MARGIN / 2
 
 
 def record_of(path) -> dict:
