@@ -146,7 +146,7 @@ class LUAModelLoader(io.ComfyNode):
                     tooltip="on: the bundled SDXL, SD1 (x2), FLUX.1 and FLUX.2 models polish flat areas (sky, skin, bokeh) "
                     "with a few steps of the tiny VAE decoder, which keeps them free of grain and is what their "
                     "quality numbers measure. off: skip those steps, 3-10x faster on a CPU (x2 to 1024 px: 4-13 s "
-                    "instead of 35-73 s); flat areas may show a fine grain, with SDXL and FLUX.1 also colour patches "
+                    "instead of 35-73 s); flat areas may show a fine grain, with SDXL, FLUX.1 and FLUX.2 also colour patches "
                     "(sky, dark areas), and FLUX.1 then scores below pixel bicubic. Other models ignore it.",
                 ),
             ],
